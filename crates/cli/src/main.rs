@@ -1,0 +1,2 @@
+//! nowpilot
+fn main() {}
