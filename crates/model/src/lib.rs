@@ -12,6 +12,7 @@
 pub mod callback;
 pub mod event;
 pub mod incident;
+pub mod partition;
 pub mod record;
 pub mod time;
 
