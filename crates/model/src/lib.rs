@@ -10,9 +10,11 @@
 //! fields they do not know, so that a record read and written back loses nothing.
 
 pub mod callback;
+pub mod duration;
 pub mod event;
 pub mod incident;
 pub mod partition;
+pub mod plans;
 pub mod record;
 pub mod time;
 
