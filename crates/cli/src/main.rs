@@ -1,2 +1,82 @@
-//! nowpilot
-fn main() {}
+//! `nowpilot`: the one binary. Subcommands run the simulator, manage the ServiceNow connection
+//! and (as later parts land) the ingress, the worker and the all-in-one process.
+//!
+//! Exit codes are part of the interface (documented in `docs/troubleshooting.md`): 0 success,
+//! 1 a runtime failure, 2 bad command-line usage, 64 an unusable configuration, and 10-16 a
+//! failed connection check (see [`commands::connect::exit_code`]).
+
+// Printing is this binary's job; and in a binary nothing is reachable from outside, so `pub`
+// inside modules only documents what a module offers to its siblings.
+#![allow(clippy::print_stdout, unreachable_pub)]
+
+mod commands;
+mod config;
+mod output;
+mod telemetry;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// nowpilot: an incident autopilot for ServiceNow.
+#[derive(Debug, Parser)]
+#[command(name = "nowpilot", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file (TOML). Every key can be overridden with
+    /// NOWPILOT_<SECTION>__<KEY> environment variables.
+    #[arg(
+        long,
+        global = true,
+        env = "NOWPILOT_CONFIG",
+        default_value = "nowpilot.toml"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the ServiceNow simulator (for tests, demos and benchmarks).
+    Sim(Box<nowpilot_snowsim::SimArgs>),
+    /// Connect nowpilot to a ServiceNow instance, verify it, and save the connection.
+    Connect(Box<commands::connect::ConnectArgs>),
+    /// Show whether the saved ServiceNow connection works right now.
+    Status(commands::status::StatusArgs),
+    /// Remove the saved ServiceNow connection: nowpilot stops writing to ServiceNow.
+    Disconnect,
+    /// Show nowpilot working end to end against an embedded simulator.
+    Demo(commands::demo::DemoArgs),
+}
+
+/// A command's failure, carrying its exit code; the message is already printed.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nowpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Sim(args) => commands::sim::run(*args).await,
+            Command::Connect(args) => commands::connect::run(&cli.config, *args).await,
+            Command::Status(args) => commands::status::run(&cli.config, args).await,
+            Command::Disconnect => commands::disconnect::run(&cli.config).await,
+            Command::Demo(args) => commands::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code)) => ExitCode::from(code),
+    }
+}

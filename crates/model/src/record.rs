@@ -17,10 +17,12 @@ use serde_json::Value;
 pub enum FieldValue {
     /// A plain string value (the common case, and every non-reference field).
     Text(String),
-    /// A reference or display-value object: `{value, link?, display_value?}`.
+    /// A reference or display-value object: `{value, link?, display_value?}`, or, with
+    /// `sysparm_display_value=true`, `{display_value, link}` without the stored value.
     Reference {
-        /// The stored value (a sys_id for references).
-        value: String,
+        /// The stored value (a sys_id for references); `None` when only the display value was
+        /// sent.
+        value: Option<String>,
         /// The REST link to the referenced record, when the instance sent one.
         link: Option<String>,
         /// The human-readable value, with `sysparm_display_value=true|all`.
@@ -36,7 +38,7 @@ impl FieldValue {
     pub fn value(&self) -> Option<&str> {
         match self {
             FieldValue::Text(s) => Some(s),
-            FieldValue::Reference { value, .. } => Some(value),
+            FieldValue::Reference { value, .. } => value.as_deref(),
             FieldValue::Other(_) => None,
         }
     }
@@ -56,7 +58,9 @@ impl FieldValue {
     pub fn from_json(value: Value) -> Self {
         match value {
             Value::String(s) => FieldValue::Text(s),
-            Value::Object(mut map) if map.contains_key("value") => {
+            Value::Object(mut map)
+                if map.contains_key("value") || map.contains_key("display_value") =>
+            {
                 let take = |map: &mut serde_json::Map<String, Value>, key: &str| {
                     map.remove(key).and_then(|v| match v {
                         Value::String(s) => Some(s),
@@ -64,7 +68,7 @@ impl FieldValue {
                         other => Some(other.to_string()),
                     })
                 };
-                let value = take(&mut map, "value").unwrap_or_default();
+                let value = take(&mut map, "value");
                 let link = take(&mut map, "link");
                 let display_value = take(&mut map, "display_value");
                 FieldValue::Reference {
@@ -93,7 +97,9 @@ impl FieldValue {
                 if let Some(l) = link {
                     map.insert("link".into(), Value::String(l.clone()));
                 }
-                map.insert("value".into(), Value::String(value.clone()));
+                if let Some(v) = value {
+                    map.insert("value".into(), Value::String(v.clone()));
+                }
                 Value::Object(map)
             }
             FieldValue::Other(v) => v.clone(),
@@ -259,8 +265,19 @@ mod tests {
     }
 
     #[test]
+    fn display_only_references_have_a_display_but_no_value() {
+        // sysparm_display_value=true on a real instance: `{display_value, link}`.
+        let record: Record = serde_json::from_str(
+            r#"{"assigned_to": {"display_value": "Beth Anglin", "link": "https://x/api/now/v1/table/sys_user/46d4"}}"#,
+        )
+        .unwrap();
+        assert_eq!(record.display("assigned_to"), Some("Beth Anglin"));
+        assert_eq!(record.value("assigned_to"), None);
+    }
+
+    #[test]
     fn round_trips_without_loss() {
-        let json = r#"{"a":"1","b":{"link":"l","value":"v"},"c":{"display_value":"D","value":"v"},"d":[1,2]}"#;
+        let json = r#"{"a":"1","b":{"link":"l","value":"v"},"c":{"display_value":"D","value":"v"},"e":{"display_value":"D","link":"l"},"d":[1,2]}"#;
         let record: Record = serde_json::from_str(json).unwrap();
         let back = serde_json::to_value(&record).unwrap();
         let original: Value = serde_json::from_str(json).unwrap();
