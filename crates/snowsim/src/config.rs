@@ -227,6 +227,13 @@ pub struct SimArgs {
     /// The instance name the callbacks report.
     #[arg(long, value_name = "NAME", default_value = "snowsim")]
     pub instance_name: String,
+    /// Serve HTTPS with a self-signed certificate for localhost, 127.0.0.1 and ::1 (real
+    /// instances are HTTPS-only, and some clients refuse http://).
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls, write the certificate (PEM) here so clients can trust it.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_cert_out: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for SimArgs {
@@ -263,6 +270,8 @@ impl fmt::Debug for SimArgs {
             )
             .field("webhook_skip_user", &self.webhook_skip_user)
             .field("instance_name", &self.instance_name)
+            .field("tls", &self.tls)
+            .field("tls_cert_out", &self.tls_cert_out)
             .finish()
     }
 }

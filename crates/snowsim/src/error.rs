@@ -26,6 +26,9 @@ pub enum SimError {
 /// Why [`crate::SimArgs::into_config`] refused the command line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SimConfigError {
+    /// The TLS identity could not be made.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// `--user` is not `NAME:PASSWORD` with a non-empty name. The value is not repeated: it
     /// may hold a password.
     #[error("--user expects NAME:PASSWORD with a non-empty name")]

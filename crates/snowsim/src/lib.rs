@@ -44,6 +44,7 @@ mod seed;
 mod sim;
 mod store;
 mod table_api;
+mod tls;
 mod webhook;
 
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub use config::{
 pub use error::{SimConfigError, SimError};
 pub use reqlog::LoggedRequest;
 pub use sim::{JournalEntry, Simulator};
+pub use tls::{TlsIdentity, run_tls};
 pub use webhook::CallbackRecord;
 
 /// How long [`run`] waits for in-flight requests after the shutdown token fires.

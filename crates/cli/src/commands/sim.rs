@@ -13,6 +13,21 @@ use crate::{
 pub async fn run(args: SimArgs) -> Result<(), Exit> {
     init_logging(&TelemetryConfig::default(), None);
     let listen = args.listen;
+    let tls = if args.tls {
+        let identity = nowpilot_snowsim::TlsIdentity::self_signed()
+            .map_err(|e| fail(EXIT_FAILURE, format!("sim: {e}")))?;
+        if let Some(path) = &args.tls_cert_out {
+            std::fs::write(path, identity.cert_pem()).map_err(|e| {
+                fail(
+                    EXIT_FAILURE,
+                    format!("sim: cannot write {}: {e}", path.display()),
+                )
+            })?;
+        }
+        Some(identity)
+    } else {
+        None
+    };
     let config = args
         .into_config()
         .map_err(|e| fail(EXIT_CONFIG, format!("sim: {e}")))?;
@@ -24,14 +39,17 @@ pub async fn run(args: SimArgs) -> Result<(), Exit> {
         .map_err(|e| fail(EXIT_FAILURE, format!("sim: {e}")))?;
     let sim = Simulator::new(config);
     // One line on stdout that scripts and tests can wait for.
-    println!("snowsim listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("snowsim listening on {scheme}://{local}");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         stop.cancel();
     });
-    nowpilot_snowsim::run(sim, listener, shutdown)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, format!("sim: {e}")))
+    let served = match tls {
+        Some(identity) => nowpilot_snowsim::run_tls(sim, listener, identity, shutdown).await,
+        None => nowpilot_snowsim::run(sim, listener, shutdown).await,
+    };
+    served.map_err(|e| fail(EXIT_FAILURE, format!("sim: {e}")))
 }
