@@ -22,15 +22,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "nowpilot", version, about, long_about = None)]
 struct Cli {
-    /// The configuration file (TOML). Every key can be overridden with
-    /// NOWPILOT_<SECTION>__<KEY> environment variables.
-    #[arg(
-        long,
-        global = true,
-        env = "NOWPILOT_CONFIG",
-        default_value = "nowpilot.toml"
-    )]
-    config: PathBuf,
+    /// The configuration file (TOML; default nowpilot.toml). Every key can be overridden with
+    /// NOWPILOT_<SECTION>__<KEY> environment variables. A file named here must exist; the
+    /// default may be absent (defaults and environment only).
+    #[arg(long, global = true, env = "NOWPILOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -48,6 +44,17 @@ enum Command {
     Disconnect,
     /// Show nowpilot working end to end against an embedded simulator.
     Demo(commands::demo::DemoArgs),
+    /// Run the ingress: take ServiceNow's signed callbacks and queue them.
+    Ingress,
+}
+
+/// Where the configuration is, and whether the user named it (then it must exist).
+#[derive(Debug, Clone)]
+pub struct ConfigPath {
+    /// The main config file.
+    pub path: PathBuf,
+    /// Named with --config or NOWPILOT_CONFIG.
+    pub explicit: bool,
 }
 
 /// A command's failure, carrying its exit code; the message is already printed.
@@ -66,13 +73,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let config = ConfigPath {
+        explicit: cli.config.is_some(),
+        path: cli.config.unwrap_or_else(|| PathBuf::from("nowpilot.toml")),
+    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Sim(args) => commands::sim::run(*args).await,
-            Command::Connect(args) => commands::connect::run(&cli.config, *args).await,
-            Command::Status(args) => commands::status::run(&cli.config, args).await,
-            Command::Disconnect => commands::disconnect::run(&cli.config).await,
+            Command::Connect(args) => commands::connect::run(&config.path, *args).await,
+            Command::Status(args) => commands::status::run(&config, args).await,
+            Command::Disconnect => commands::disconnect::run(&config).await,
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Ingress => commands::ingress::run(&config).await,
         }
     });
     match result {

@@ -1,20 +1,18 @@
 //! `nowpilot disconnect`: remove the saved connection, so nowpilot stops writing to ServiceNow.
 
-use std::path::Path;
-
 use nowpilot_admin::store::ConnectionStore;
 
 use super::{EXIT_FAILURE, fail};
-use crate::{Exit, config, telemetry};
+use crate::{ConfigPath, Exit, config, telemetry};
 
 /// Runs `nowpilot disconnect`.
-pub async fn run(config_path: &Path) -> Result<(), Exit> {
+pub async fn run(config: &ConfigPath) -> Result<(), Exit> {
     telemetry::init_logging(&telemetry::TelemetryConfig::default(), Some("warn"));
     // Name the instance in the message when the config still reads; removal works either way.
-    let instance = config::load(config_path, true)
+    let instance = config::load(config)
         .ok()
         .and_then(|l| l.config.servicenow.map(|s| s.instance_url));
-    let store = ConnectionStore::new(config_path);
+    let store = ConnectionStore::new(&config.path);
     let outcome = store
         .remove()
         .map_err(|e| fail(EXIT_FAILURE, format!("disconnect: {e}")))?;

@@ -3,6 +3,7 @@
 pub mod connect;
 pub mod demo;
 pub mod disconnect;
+pub mod ingress;
 pub mod report;
 pub mod sim;
 pub mod status;

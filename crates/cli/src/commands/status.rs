@@ -1,12 +1,10 @@
 //! `nowpilot status`: is the saved connection working right now?
 
-use std::path::Path;
-
 use clap::Args;
 use nowpilot_servicenow::check_connection;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE, fail, report};
-use crate::{Exit, config, output::Style, telemetry};
+use crate::{ConfigPath, Exit, config, output::Style, telemetry};
 
 /// Exit code when no connection is configured.
 pub const EXIT_NOT_CONNECTED: u8 = 3;
@@ -20,9 +18,9 @@ pub struct StatusArgs {
 }
 
 /// Runs `nowpilot status`.
-pub async fn run(config_path: &Path, args: StatusArgs) -> Result<(), Exit> {
+pub async fn run(config: &ConfigPath, args: StatusArgs) -> Result<(), Exit> {
     telemetry::init_logging(&telemetry::TelemetryConfig::default(), Some("warn"));
-    let loaded = config::load(config_path, true).map_err(|e| fail(EXIT_CONFIG, e))?;
+    let loaded = config::load(config).map_err(|e| fail(EXIT_CONFIG, e))?;
     let Some(snow) = &loaded.config.servicenow else {
         if args.json {
             println!("{{\"connected\": false, \"reason\": \"not_configured\"}}");
@@ -31,7 +29,7 @@ pub async fn run(config_path: &Path, args: StatusArgs) -> Result<(), Exit> {
             println!("{}", style.red(&style.bold("ServiceNow is not connected")));
             println!(
                 "  No [servicenow] section in {} or the files it includes.",
-                config_path.display()
+                config.path.display()
             );
             println!(
                 "  Connect with: nowpilot connect --instance https://<instance>.service-now.com --auth basic --username <user> --password-file <file>"
