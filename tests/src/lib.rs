@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use nowpilot_snowsim::{SimConfig, Simulator};
+
 use tokio_util::sync::CancellationToken;
 
 /// A simulator serving on 127.0.0.1:0 for the duration of a test; stops when dropped.
@@ -40,5 +41,49 @@ impl SimHandle {
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Standard Webhooks signing as ServiceNow's business rule does it, for tests that post
+/// callbacks themselves.
+pub mod signing {
+    use base64::Engine as _;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    /// Signs `body` for `id` now: returns (`webhook-timestamp`, `webhook-signature`).
+    pub fn sign(secret: &str, id: &str, body: &[u8]) -> (String, String) {
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let sig = sign_at(secret, id, &ts, body);
+        (ts, sig)
+    }
+
+    /// Signs with an explicit timestamp.
+    pub fn sign_at(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .expect("a whsec_ secret");
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("any key");
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(body);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    /// A schema-1 callback body for an incident version.
+    pub fn callback(sys_id: &str, mod_count: u64, updated_by: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1,
+            "instance": "test",
+            "table": "incident",
+            "operation": "update",
+            "sys_id": sys_id,
+            "sys_mod_count": mod_count.to_string(),
+            "sys_updated_on": "2026-11-28 10:00:00",
+            "sys_updated_by": updated_by,
+            "record": {"number": "INC0010001", "priority": "2", "state": "1"}
+        }))
+        .expect("serializable")
     }
 }

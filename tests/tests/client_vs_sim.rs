@@ -1,6 +1,9 @@
 //! The ServiceNow client against the simulator over HTTP: every grant, token refresh, re-auth
 //! on 401, 429 pauses, data policy and ACL errors, paging, and journal read-back.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{path::Path, time::Duration};
 
 use nowpilot_model::Record;

@@ -5,6 +5,9 @@
 //! The test keeps a virtualenv with a pinned PySNC under the target directory (created on first
 //! run from PyPI), so it needs `python3` with `venv` and access to PyPI the first time.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

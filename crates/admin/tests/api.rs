@@ -1,5 +1,8 @@
 //! The admin API against the simulator over HTTP.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use nowpilot_admin::{ConnectionManager, api};

@@ -22,7 +22,9 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             log_format: LogFormat::Text,
-            log_level: "info,lapin=warn,amq_protocol=warn".into(),
+            // lapin logs every channel close at ERROR, including the expected NOT_FOUND of the
+            // stranded-partition probe; the queue crate reports real session losses itself.
+            log_level: "info,lapin=warn,lapin::channel=off,amq_protocol=warn".into(),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `nowpilot connect | status | disconnect` as a user runs them: the real binary against the
 //! simulator over HTTP, checking messages, exit codes and the saved files.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     path::{Path, PathBuf},
     process::Output,
