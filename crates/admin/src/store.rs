@@ -148,6 +148,27 @@ impl ConnectionStore {
         Ok(outcome)
     }
 
+    /// Sets `[worker] quickstart = true` in the main config (creating the file or the section
+    /// when needed, keeping everything else). Returns whether anything changed.
+    pub fn enable_quickstart(&self) -> Result<bool, StoreError> {
+        let (mut doc, created) = self.read_main()?;
+        let worker = doc
+            .entry("worker")
+            .or_insert_with(|| Item::Table(toml_edit::Table::new()));
+        let Some(table) = worker.as_table_like_mut() else {
+            return Err(StoreError::Parse {
+                path: self.main_config.clone(),
+                reason: "`worker` is not a table".into(),
+            });
+        };
+        if table.get("quickstart").and_then(Item::as_bool) == Some(true) && !created {
+            return Ok(false);
+        }
+        table.insert("quickstart", toml_edit::value(true));
+        write_atomically(&self.main_config, doc.to_string().as_bytes(), None)?;
+        Ok(true)
+    }
+
     fn read_main(&self) -> Result<(DocumentMut, bool), StoreError> {
         match fs::read_to_string(&self.main_config) {
             Ok(text) => text
@@ -341,6 +362,22 @@ mod tests {
         let text = fs::read_to_string(&main).unwrap();
         assert!(text.contains("include = [\"plans.toml\"]"), "{text}");
         assert!(!store.connection_file().exists());
+    }
+
+    #[test]
+    fn quickstart_is_switched_on_in_the_worker_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("nowpilot.toml");
+        fs::write(&main, "# keep me\n[worker]\nconcurrency = 8\n").unwrap();
+        let store = ConnectionStore::new(&main);
+        assert!(store.enable_quickstart().unwrap());
+        let text = fs::read_to_string(&main).unwrap();
+        assert!(
+            text.contains("# keep me") && text.contains("concurrency = 8"),
+            "{text}"
+        );
+        assert!(text.contains("quickstart = true"), "{text}");
+        assert!(!store.enable_quickstart().unwrap(), "already on");
     }
 
     #[test]

@@ -5,8 +5,11 @@ use std::path::Path;
 
 use nowpilot_config::{ConfigError, ConfigSource, Loaded};
 use nowpilot_ingress::IngressConfig;
+use nowpilot_model::plans::{PlanConfig, PlanSet};
 use nowpilot_queue::QueueConfig;
 use nowpilot_servicenow::ServiceNowConfig;
+use nowpilot_worker::{WorkerConfig, WorkerSettings};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::{ConfigPath, telemetry::TelemetryConfig};
@@ -24,9 +27,54 @@ pub struct NowpilotConfig {
     /// `[ingress]`: the webhook endpoint.
     #[serde(default)]
     pub ingress: IngressConfig,
+    /// `[worker]`: the worker.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// `[[plans]]`: the response plans, in order.
+    #[serde(default)]
+    pub plans: Vec<PlanConfig>,
+    /// `[admin]`: the admin API (connection management).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// `[telemetry]`: logging.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+}
+
+/// `[admin]`: who may use the admin API (`/api/v1/...`) served next to `/healthz`, `/readyz`
+/// and `/metrics` on each process's admin address.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A bearer token the admin API requires (`Authorization: Bearer <token>`). Without one,
+    /// the API answers only when the admin address is loopback; on any other address it is not
+    /// served at all. Prefer `token_file`.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// A file holding the token (one trailing newline ignored; relative to the config file).
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The plans and worker settings of a loaded configuration, validated together (URLs in plans
+/// must be on the worker's allow-list), with errors attributed to where they were written.
+pub fn worker_settings(
+    loaded: &Loaded<NowpilotConfig>,
+) -> Result<(PlanSet, WorkerSettings), ConfigError> {
+    let config = &loaded.config;
+    let plans = PlanSet::new(&config.plans, config.worker.quickstart)
+        .map_err(|e| loaded.error(e.config_key(), format!("plan {:?}: {}", e.name, e.reason)))?;
+    let mut worker = config.worker.clone();
+    if worker.integration_user.is_none() {
+        worker.integration_user = config.integration_user();
+    }
+    if let Some(path) = &worker.runbook_secret_file {
+        worker.runbook_secret_file = Some(loaded.resolve_path(path));
+    }
+    let settings = worker
+        .validate(&plans)
+        .map_err(|e| loaded.error(e.key.clone(), e.reason.clone()))?;
+    Ok((plans, settings))
 }
 
 impl NowpilotConfig {

@@ -46,6 +46,14 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Run the ingress: take ServiceNow's signed callbacks and queue them.
     Ingress,
+    /// Run a worker: take events off the queue and act on ServiceNow through the plans.
+    Worker,
+    /// Check the response plans, or test which plan an incident matches.
+    #[command(subcommand)]
+    Plans(commands::plans::PlansCommand),
+    /// Look at dead letters and replay them.
+    #[command(subcommand)]
+    Dlq(commands::dlq::DlqCommand),
 }
 
 /// Where the configuration is, and whether the user named it (then it must exist).
@@ -85,6 +93,9 @@ fn main() -> ExitCode {
             Command::Disconnect => commands::disconnect::run(&config).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Ingress => commands::ingress::run(&config).await,
+            Command::Worker => commands::worker::run(&config).await,
+            Command::Plans(command) => commands::plans::run(&config, command).await,
+            Command::Dlq(command) => commands::dlq::run(&config, command).await,
         }
     });
     match result {

@@ -26,6 +26,14 @@ impl EventId {
         EventId(format!("{sys_id}-{mod_count}"))
     }
 
+    /// Parses `"<sys_id>-<sys_mod_count>"` as an operator types it; `None` when it is not that
+    /// shape.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (sys_id, count) = text.trim().rsplit_once('-')?;
+        let count: u64 = count.parse().ok()?;
+        crate::record::is_sys_id(sys_id).then(|| EventId::new(sys_id, count))
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -135,6 +143,14 @@ mod tests {
             EventId::new("0123456789abcdef0123456789abcdef", 7).as_str(),
             "0123456789abcdef0123456789abcdef-7"
         );
+    }
+
+    #[test]
+    fn event_ids_parse_back() {
+        let id = EventId::new("0123456789abcdef0123456789abcdef", 12);
+        assert_eq!(EventId::parse(id.as_str()), Some(id));
+        assert_eq!(EventId::parse("nope-1"), None);
+        assert_eq!(EventId::parse("0123456789abcdef0123456789abcdef-x"), None);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct ConnectArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also switch on the Quickstart plan ([worker] quickstart = true): High (priority 2)
+    /// incidents are acknowledged and investigated autonomously.
+    #[arg(long)]
+    quickstart: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -155,6 +159,20 @@ pub async fn run(config_path: &Path, args: ConnectArgs) -> Result<(), Exit> {
             println!(
                 "Moved the [servicenow] section out of {}.",
                 store.main_config().display()
+            );
+        }
+    }
+    if args.quickstart {
+        let changed = store.enable_quickstart().map_err(|e| {
+            fail(
+                EXIT_FAILURE,
+                format!("cannot enable the Quickstart plan: {e}"),
+            )
+        })?;
+        if !args.json {
+            println!(
+                "Quickstart plan {}: High (priority 2) incidents are acknowledged and investigated autonomously, after your own plans.",
+                if changed { "on" } else { "already on" }
             );
         }
     }

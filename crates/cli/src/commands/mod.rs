@@ -3,10 +3,13 @@
 pub mod connect;
 pub mod demo;
 pub mod disconnect;
+pub mod dlq;
 pub mod ingress;
+pub mod plans;
 pub mod report;
 pub mod sim;
 pub mod status;
+pub mod worker;
 
 use crate::Exit;
 
