@@ -4,6 +4,8 @@
 // Test support: failing loudly (panics, unwrap) is the right behaviour here.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod pipeline;
+
 use nowpilot_snowsim::{SimConfig, Simulator};
 
 use tokio_util::sync::CancellationToken;
