@@ -18,6 +18,11 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the ingress and worker allocate and free many small objects per request across
+/// threads, where glibc's allocator spent a fifth of the ingress's CPU (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// nowpilot: an incident autopilot for ServiceNow.
 #[derive(Debug, Parser)]
 #[command(name = "nowpilot", version, about, long_about = None)]
