@@ -10,6 +10,7 @@ use super::{Call, Client};
 use crate::error::{Error, RequestContext};
 use crate::query::{EncodedQuery, QueryError, has_order_by};
 use crate::response::{decode_record, decode_records, next_offset, total_count};
+use crate::transport::RawResponse;
 
 /// Appended to list queries that have no `ORDERBY`: offset paging is only stable over a total
 /// order (reference §1.6).
@@ -376,24 +377,8 @@ impl Client {
         sys_id: &str,
         fields: &Map<String, Value>,
     ) -> Result<Record, Error> {
-        let method = Method::PATCH;
-        let url = self.table_url(&method, table, Some(sys_id))?;
-        let body = Self::write_body(&method, table, fields)?;
-        let response = self
-            .execute(Call {
-                method,
-                table,
-                url,
-                body: Some(body),
-                quiet: false,
-            })
-            .await?;
-        decode_record(
-            &RequestContext::new("PATCH", table),
-            response.status,
-            &response.headers,
-            &response.body,
-        )
+        self.write_record(Method::PATCH, table, Some(sys_id), fields)
+            .await
     }
 
     /// Updates fields without asking for the record back (`X-no-response-body: true`).
@@ -403,39 +388,47 @@ impl Client {
         sys_id: &str,
         fields: &Map<String, Value>,
     ) -> Result<(), Error> {
-        let method = Method::PATCH;
-        let url = self.table_url(&method, table, Some(sys_id))?;
+        self.write(Method::PATCH, table, Some(sys_id), fields, true)
+            .await
+            .map(|_| ())
+    }
+
+    /// Inserts one record (`POST`) and returns it as stored (with `sys_id`, `number`, …).
+    pub async fn insert(&self, table: &str, fields: &Map<String, Value>) -> Result<Record, Error> {
+        self.write_record(Method::POST, table, None, fields).await
+    }
+
+    /// A write whose answer is the record as stored.
+    async fn write_record(
+        &self,
+        method: Method,
+        table: &str,
+        sys_id: Option<&str>,
+        fields: &Map<String, Value>,
+    ) -> Result<Record, Error> {
+        let context = RequestContext::new(method.as_str(), table);
+        let response = self.write(method, table, sys_id, fields, false).await?;
+        decode_record(&context, response.status, &response.headers, &response.body)
+    }
+
+    /// Sends one write (never retried on 5xx or timeouts: it may have committed).
+    async fn write(
+        &self,
+        method: Method,
+        table: &str,
+        sys_id: Option<&str>,
+        fields: &Map<String, Value>,
+        quiet: bool,
+    ) -> Result<RawResponse, Error> {
+        let url = self.table_url(&method, table, sys_id)?;
         let body = Self::write_body(&method, table, fields)?;
         self.execute(Call {
             method,
             table,
             url,
             body: Some(body),
-            quiet: true,
+            quiet,
         })
         .await
-        .map(|_| ())
-    }
-
-    /// Inserts one record (`POST`) and returns it as stored (with `sys_id`, `number`, …).
-    pub async fn insert(&self, table: &str, fields: &Map<String, Value>) -> Result<Record, Error> {
-        let method = Method::POST;
-        let url = self.table_url(&method, table, None)?;
-        let body = Self::write_body(&method, table, fields)?;
-        let response = self
-            .execute(Call {
-                method,
-                table,
-                url,
-                body: Some(body),
-                quiet: false,
-            })
-            .await?;
-        decode_record(
-            &RequestContext::new("POST", table),
-            response.status,
-            &response.headers,
-            &response.body,
-        )
     }
 }
