@@ -53,6 +53,10 @@ pub struct Args {
     /// The nowpilot binary (default: next to this one; build it with --release first).
     #[arg(long)]
     nowpilot: Option<PathBuf>,
+    /// Runtime worker threads of the ingress process (TOKIO_WORKER_THREADS; default: one per
+    /// core).
+    #[arg(long)]
+    ingress_threads: Option<usize>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -345,11 +349,16 @@ async fn ingress_phase(args: &Args, prefix: &str, bodies: &Bodies) -> anyhow::Re
             args.amqp_url, args.partitions
         ),
     )?;
-    let mut child = tokio::process::Command::new(&binary)
+    let mut command = tokio::process::Command::new(&binary);
+    command
         .arg("--config")
         .arg(&config_path)
         .arg("ingress")
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if let Some(threads) = args.ingress_threads {
+        command.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", binary.display()))?;
     let pid = child.id().context("the ingress exited at once")?;
