@@ -6,9 +6,15 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod ingress;
+mod scaling;
 mod stats;
+mod worker;
 
 use clap::{Parser, Subcommand};
+
+/// The load generator should spend its CPU on load, not on glibc's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "nowpilot-bench", about = "nowpilot's benchmarks")]
@@ -22,6 +28,10 @@ enum Command {
     /// Signed HTTP callbacks through `nowpilot ingress` vs raw confirmed publishes to the same
     /// quorum queues, at the same concurrency.
     Ingress(ingress::Args),
+    /// Incident passes per second and CPU per pass against the simulator, per injected latency.
+    Worker(worker::Args),
+    /// Passes per second with 1, 2 and 4 `nowpilot worker` processes sharing the partitions.
+    Scaling(scaling::Args),
 }
 
 #[tokio::main]
@@ -29,5 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ingress(args) => ingress::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
+        Command::Scaling(args) => scaling::run(args).await,
     }
 }

@@ -163,6 +163,29 @@ impl IncidentVars {
         }
     }
 
+    /// Variables for an incident no expression will look at: nothing is copied. Building the
+    /// real variables copies every field twice, so callers skip it when no `when` applies.
+    pub fn empty() -> Self {
+        IncidentVars {
+            incident: Json::Null,
+            display: Json::Null,
+            priority: Json::Null,
+            impact: Json::Null,
+            urgency: Json::Null,
+            state: Json::Null,
+            title: Json::Null,
+        }
+    }
+
+    /// Real variables when `needed`, else [`IncidentVars::empty`].
+    pub fn when_needed(incident: &Incident, needed: bool) -> Self {
+        if needed {
+            IncidentVars::new(incident)
+        } else {
+            IncidentVars::empty()
+        }
+    }
+
     /// The variables as name/value pairs, plus `extra` ones (e.g. `findings`).
     pub fn with<'a>(&'a self, extra: &[(&'a str, &'a Json)]) -> Vec<(&'a str, &'a Json)> {
         let mut vars = vec![

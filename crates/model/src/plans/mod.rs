@@ -326,7 +326,8 @@ impl PlanSet {
 
     /// Matches an incident: first match wins unless the matching plan says `continue`.
     pub fn select(&self, incident: &Incident) -> Selection<'_> {
-        let vars = IncidentVars::new(incident);
+        let needs_vars = self.plans.iter().any(|p| p.intake.when.is_some());
+        let vars = IncidentVars::when_needed(incident, needs_vars);
         let mut matched = Vec::new();
         let mut verdicts = Vec::with_capacity(self.plans.len());
         let mut stopped_by: Option<&str> = None;

@@ -21,7 +21,8 @@ enum Slot<'p> {
 impl Pass<'_> {
     /// Does what `plan` still owes the incident.
     pub(super) async fn run_plan(&mut self, plan: &Plan) -> Result<(), PassError> {
-        let vars = IncidentVars::new(&self.incident);
+        let needs_vars = plan.actions.iter().any(|a| a.when.is_some());
+        let vars = IncidentVars::when_needed(&self.incident, needs_vars);
         let state = self.incident.state();
         let investigated_before = plan.actions.iter().any(|a| {
             matches!(a.kind, ActionKind::Investigate) && self.history.is_done(&plan.name, &a.id)
