@@ -311,3 +311,30 @@ async fn journal_entries_read_back() {
             .contains("checked the dashboards")
     );
 }
+
+#[tokio::test]
+async fn the_journal_of_a_record_read_with_display_values_needs_no_second_read() {
+    let sim = SimHandle::start(config()).await;
+    let admin = basic(&sim, "admin", "admin");
+    let itil = basic(&sim, USER, PASSWORD);
+    let inc = first_incident(&admin).await;
+    let sys_id = inc.sys_id().unwrap().to_owned();
+    itil.patch("incident", &sys_id, &fields(json!({"work_notes": "first note"})))
+        .await
+        .unwrap();
+    let record = itil
+        .get(
+            "incident",
+            &sys_id,
+            &ReadOptions::default().display_value(DisplayValue::Both),
+        )
+        .await
+        .unwrap();
+    sim.sim.clear_request_log();
+    // The itil user cannot read sys_journal_field: the entries come from the record at hand.
+    let entries = itil.journal_of("incident", &record).await.unwrap();
+    assert!(entries.iter().any(|e| e.value == "first note"), "{entries:?}");
+    let log = sim.sim.request_log();
+    assert_eq!(log.len(), 1, "only the sys_journal_field query: {log:?}");
+    assert_eq!(log[0].table.as_deref(), Some("sys_journal_field"));
+}

@@ -8,8 +8,8 @@
 //! parser here is total: any text gives a list of entries, never a panic.
 
 use chrono::{DateTime, Utc};
-use nowpilot_model::Record;
 use nowpilot_model::time::parse_glide;
+use nowpilot_model::{FieldValue, Record};
 use serde::Serialize;
 
 use crate::client::{Client, DisplayValue, ListRequest, ReadOptions};
@@ -148,9 +148,20 @@ fn finish(mut entry: JournalEntry) -> JournalEntry {
 
 /// Merges the per-field blobs (each oldest first after parsing) into one history, oldest
 /// first. Entries without a time keep their relative order.
-fn merge(mut entries: Vec<JournalEntry>) -> Vec<JournalEntry> {
+fn merge_sorted(mut entries: Vec<JournalEntry>) -> Vec<JournalEntry> {
     entries.sort_by_key(|e| e.created_on);
     entries
+}
+
+/// The entries of a record's `work_notes` and `comments` display values, oldest first.
+fn entries_from_display(record: &Record) -> Vec<JournalEntry> {
+    let mut entries = Vec::new();
+    for field in ["work_notes", "comments"] {
+        entries.extend(parse_journal_blob(
+            record.display(field).unwrap_or_default(),
+        ));
+    }
+    merge_sorted(entries)
 }
 
 impl Client {
@@ -159,6 +170,44 @@ impl Client {
     /// paged), or, when that returns nothing (no entries, or its read ACL hides them), from
     /// the record's `work_notes`/`comments` display values.
     pub async fn journal(&self, table: &str, sys_id: &str) -> Result<Vec<JournalEntry>, Error> {
+        let rows = self.journal_rows(sys_id).await?;
+        if !rows.is_empty() {
+            return Ok(rows);
+        }
+        self.journal_from_display_values(table, sys_id).await
+    }
+
+    /// Like [`Client::journal`], for a record already read with display values
+    /// (`sysparm_display_value=all` or `true`, all fields): the fallback parses that record's
+    /// journal fields instead of reading the record again. A record without them falls back to
+    /// reading them.
+    pub async fn journal_of(
+        &self,
+        table: &str,
+        record: &Record,
+    ) -> Result<Vec<JournalEntry>, Error> {
+        let sys_id = record.sys_id().unwrap_or_default();
+        let rows = self.journal_rows(sys_id).await?;
+        if !rows.is_empty() {
+            return Ok(rows);
+        }
+        let carried = ["work_notes", "comments"].iter().all(|field| {
+            matches!(
+                record.get(field),
+                Some(FieldValue::Reference {
+                    display_value: Some(_),
+                    ..
+                })
+            )
+        });
+        if !carried {
+            return self.journal_from_display_values(table, sys_id).await;
+        }
+        Ok(entries_from_display(record))
+    }
+
+    /// The structured journal rows of `sys_id`, oldest first (empty when none are readable).
+    async fn journal_rows(&self, sys_id: &str) -> Result<Vec<JournalEntry>, Error> {
         let query = EncodedQuery::new()
             .eq("element_id", sys_id)
             .eq("element", "work_notes")
@@ -173,10 +222,7 @@ impl Client {
         let rows = self
             .list_all("sys_journal_field", &request, MAX_JOURNAL_ENTRIES)
             .await?;
-        if !rows.is_empty() {
-            return Ok(rows.iter().map(JournalEntry::from_row).collect());
-        }
-        self.journal_from_display_values(table, sys_id).await
+        Ok(rows.iter().map(JournalEntry::from_row).collect())
     }
 
     /// The journal from the record's display values only (the fallback of
@@ -190,13 +236,7 @@ impl Client {
             .fields(["work_notes", "comments"])
             .display_value(DisplayValue::Display);
         let record = self.get(table, sys_id, &options).await?;
-        let mut entries = Vec::new();
-        for field in ["work_notes", "comments"] {
-            entries.extend(parse_journal_blob(
-                record.display(field).unwrap_or_default(),
-            ));
-        }
-        Ok(merge(entries))
+        Ok(entries_from_display(&record))
     }
 }
 
@@ -244,7 +284,7 @@ mod tests {
         all.extend(parse_journal_blob(
             "2026-05-01 10:02:00 - Caller (Additional comments)\nhello\n\n",
         ));
-        let merged = merge(all);
+        let merged = merge_sorted(all);
         let values: Vec<_> = merged.iter().map(|e| e.value.as_str()).collect();
         assert_eq!(
             values,

@@ -348,7 +348,12 @@ async fn reconcile_connected(
     let prepared = async {
         let scoped = ctx.lookups.scoped(&connected.client, connected.generation);
         let identity = identity(ctx, &scoped, connected.user_name.as_deref()).await?;
-        let journal = connected.client.journal("incident", &job.sys_id).await?;
+        // The incident was read with display values, which carry the journal: the fallback
+        // (when sys_journal_field shows nothing) needs no second read.
+        let journal = connected
+            .client
+            .journal_of("incident", &incident.record)
+            .await?;
         Ok::<_, Error>(History::new(journal, &identity))
     }
     .await;
