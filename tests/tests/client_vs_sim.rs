@@ -319,9 +319,13 @@ async fn the_journal_of_a_record_read_with_display_values_needs_no_second_read()
     let itil = basic(&sim, USER, PASSWORD);
     let inc = first_incident(&admin).await;
     let sys_id = inc.sys_id().unwrap().to_owned();
-    itil.patch("incident", &sys_id, &fields(json!({"work_notes": "first note"})))
-        .await
-        .unwrap();
+    itil.patch(
+        "incident",
+        &sys_id,
+        &fields(json!({"work_notes": "first note"})),
+    )
+    .await
+    .unwrap();
     let record = itil
         .get(
             "incident",
@@ -333,7 +337,10 @@ async fn the_journal_of_a_record_read_with_display_values_needs_no_second_read()
     sim.sim.clear_request_log();
     // The itil user cannot read sys_journal_field: the entries come from the record at hand.
     let entries = itil.journal_of("incident", &record).await.unwrap();
-    assert!(entries.iter().any(|e| e.value == "first note"), "{entries:?}");
+    assert!(
+        entries.iter().any(|e| e.value == "first note"),
+        "{entries:?}"
+    );
     let log = sim.sim.request_log();
     assert_eq!(log.len(), 1, "only the sys_journal_field query: {log:?}");
     assert_eq!(log[0].table.as_deref(), Some("sys_journal_field"));

@@ -84,7 +84,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 
 /// Constant-time comparison of the presented bearer token with the configured one (both
 /// are run through an HMAC first, so the comparison does not leak the length either).
-fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
+pub(crate) fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

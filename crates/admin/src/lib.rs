@@ -6,9 +6,12 @@
 //!   follows `nowpilot connect`/`disconnect` run from a shell.
 //! - [`api`]: the same operations over HTTP (`/api/v1/connection`), behind a bearer token or a
 //!   loopback-only listener.
+//! - [`status`]: the status page (`/`) and its JSON (`/api/v1/status`, `/api/v1/activity`),
+//!   protected the same way.
 
 pub mod api;
 pub mod manager;
+pub mod status;
 pub mod store;
 
 pub use manager::{ConnectionManager, ConnectionState, ManagerError};

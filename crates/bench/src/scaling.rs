@@ -13,22 +13,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nowpilot_model::partition::partition_of;
 use nowpilot_model::{EventEnvelope, EventSource};
 use nowpilot_queue::{AmqpBackend, EventPublisher, QueueConfig};
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use secrecy::SecretString;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const ADMIN: (&str, &str) = ("admin", "admin");
-const WORKER_PASSWORD: &str = "bench-worker";
+mod processes;
+
+use processes::{SimProcess, TopologyCleanup, WorkerProcess, worker_user};
 
 /// `nowpilot-bench scaling` options.
 #[derive(Debug, clap::Args)]
@@ -68,6 +65,8 @@ struct Row {
     secs: f64,
     wall_secs: f64,
     calls_per_pass: f64,
+    /// Worker calls by method and table.
+    calls: BTreeMap<String, usize>,
     per_worker: Vec<usize>,
 }
 
@@ -118,6 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             row.calls_per_pass,
             row.per_worker
         );
+        println!("   calls: {:?}", row.calls);
         rows.push(row);
     }
     print_table(&args, &rows);
@@ -203,45 +203,16 @@ async fn measure_with(
         .await?;
     let shutdown = CancellationToken::new();
     let publisher = Arc::new(AmqpBackend::connect(queue, shutdown.clone()).await?);
+    // Warm-up, unmeasured: one incident per partition, so every worker has connected to the
+    // simulator and cached its own user before the burst (a burst of cold passes would each
+    // look the user up once).
+    let warmup = sim.balanced_incidents(1, args.partitions).await?;
+    publish_all(&publisher, &warmup).await?;
+    wait_acted(procs, warmup.len()).await?;
     sim.clear_log().await?;
     let wall = Instant::now();
-    let mut publishes = tokio::task::JoinSet::new();
-    for chunk in incidents.chunks(incidents.len().div_ceil(32).max(1)) {
-        let (publisher, chunk) = (publisher.clone(), chunk.to_vec());
-        publishes.spawn(async move {
-            for (sys_id, number) in chunk {
-                let event = EventEnvelope::observed(
-                    "incident",
-                    &sys_id,
-                    0,
-                    &number,
-                    EventSource::Poller,
-                    chrono::Utc::now(),
-                );
-                publisher.publish(&event).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = publishes.join_next().await {
-        done??;
-    }
-    // Done when every worker reports as many acting passes as there are incidents.
-    loop {
-        let mut acted = 0.0;
-        for proc in procs.iter_mut() {
-            if !proc.running() {
-                bail!("worker {} exited; its log: {}", proc.index, proc.log_tail());
-            }
-            acted += proc
-                .metric_sum("nowpilot_worker_events_total", "outcome=\"acted\"")
-                .await;
-        }
-        if acted >= incidents.len() as f64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    publish_all(&publisher, &incidents).await?;
+    wait_acted(procs, warmup.len() + incidents.len()).await?;
     let wall_secs = wall.elapsed().as_secs_f64();
     shutdown.cancel();
     let log = sim.request_log().await?;
@@ -271,6 +242,17 @@ async fn measure_with(
             *per_user.entry(user).or_default() += 1;
         }
     }
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for request in &mine {
+        let table = request["table"].as_str().unwrap_or("-");
+        let method = request["method"].as_str().unwrap_or("?");
+        let one = if request["sys_id"].is_string() {
+            "/{id}"
+        } else {
+            ""
+        };
+        *kinds.entry(format!("{method} {table}{one}")).or_default() += 1;
+    }
     let passes = patches.len();
     if passes != incidents.len() {
         bail!(
@@ -285,11 +267,60 @@ async fn measure_with(
         secs: (end.saturating_sub(start)) as f64 / 1e6,
         wall_secs,
         calls_per_pass: mine.len() as f64 / passes.max(1) as f64,
+        calls: kinds,
         per_worker: users
             .iter()
             .map(|u| per_user.get(u.as_str()).copied().unwrap_or(0))
             .collect(),
     })
+}
+
+/// Publishes one event per incident, 32 publishers at a time.
+async fn publish_all(
+    publisher: &Arc<AmqpBackend>,
+    incidents: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut publishes = tokio::task::JoinSet::new();
+    for chunk in incidents.chunks(incidents.len().div_ceil(32).max(1)) {
+        let (publisher, chunk) = (publisher.clone(), chunk.to_vec());
+        publishes.spawn(async move {
+            for (sys_id, number) in chunk {
+                let event = EventEnvelope::observed(
+                    "incident",
+                    &sys_id,
+                    0,
+                    &number,
+                    EventSource::Poller,
+                    chrono::Utc::now(),
+                );
+                publisher.publish(&event).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Waits until the workers together report `total` acting passes.
+async fn wait_acted(procs: &mut [WorkerProcess], total: usize) -> anyhow::Result<()> {
+    loop {
+        let mut acted = 0.0;
+        for proc in procs.iter_mut() {
+            if !proc.running() {
+                bail!("worker {} exited; its log: {}", proc.index, proc.log_tail());
+            }
+            acted += proc
+                .metric_sum("nowpilot_worker_events_total", "outcome=\"acted\"")
+                .await;
+        }
+        if acted >= total as f64 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the workers own every partition between them, evenly.
@@ -335,304 +366,9 @@ fn nowpilot_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn worker_user(index: usize) -> String {
-    format!("bench.worker.{index}")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".to_owned())
-}
-
-/// Deletes a run's topology when dropped.
-struct TopologyCleanup(QueueConfig);
-
-impl Drop for TopologyCleanup {
-    fn drop(&mut self) {
-        let config = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime
-                .block_on(nowpilot_queue::amqp::delete_topology(&config))
-                .map_err(anyhow::Error::from)
-        })
-        .join();
-    }
-}
-
-/// A `nowpilot sim` child process; killed when dropped.
-struct SimProcess {
-    _child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl SimProcess {
-    async fn start(binary: &Path, latency_ms: u64, workers: usize) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary);
-        command
-            .arg("sim")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--latency-ms", &latency_ms.to_string()])
-            .args(["--user", &format!("{}:{}", ADMIN.0, ADMIN.1)]);
-        for i in 0..workers {
-            command.args(["--user", &format!("{}:{WORKER_PASSWORD}", worker_user(i))]);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {} sim", binary.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the simulator")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("snowsim listening on ") {
-                    return Ok(url.trim().to_owned());
-                }
-            }
-            bail!("the simulator exited before listening")
-        })
-        .await
-        .context("the simulator did not start listening within 30 s")??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(SimProcess {
-            _child: child,
-            base,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    /// `count` new priority-2 incidents, the same number in every partition.
-    async fn balanced_incidents(
-        &self,
-        count: usize,
-        partitions: u16,
-    ) -> anyhow::Result<Vec<(String, String)>> {
-        let per = count.div_ceil(usize::from(partitions)).max(1);
-        let mut buckets: Vec<Vec<(String, String)>> = vec![Vec::new(); usize::from(partitions)];
-        let mut made = 0usize;
-        while buckets.iter().any(|b| b.len() < per) {
-            if made > count * 4 + 1000 {
-                bail!("could not spread incidents over the partitions");
-            }
-            let mut batch = tokio::task::JoinSet::new();
-            for i in made..made + 64 {
-                let (http, base) = (self.http.clone(), self.base.clone());
-                batch.spawn(async move { create_incident(&http, &base, i).await });
-            }
-            made += 64;
-            while let Some(created) = batch.join_next().await {
-                let (sys_id, number) = created??;
-                let bucket = &mut buckets[usize::from(partition_of(&sys_id, partitions))];
-                if bucket.len() < per {
-                    bucket.push((sys_id, number));
-                }
-            }
-        }
-        Ok(buckets.into_iter().flatten().collect())
-    }
-
-    async fn clear_log(&self) -> anyhow::Result<()> {
-        self.http
-            .delete(format!("{}/_sim/requests", self.base))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    async fn request_log(&self) -> anyhow::Result<Vec<Value>> {
-        let log: Value = self
-            .http
-            .get(format!("{}/_sim/requests", self.base))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(match log {
-            Value::Array(entries) => entries,
-            Value::Object(mut map) => match map.remove("requests") {
-                Some(Value::Array(entries)) => entries,
-                _ => Vec::new(),
-            },
-            _ => Vec::new(),
-        })
-    }
-}
-
-/// Creates one priority-2 incident as a person would; returns its sys_id and number.
-async fn create_incident(
-    http: &reqwest::Client,
-    base: &str,
-    i: usize,
-) -> anyhow::Result<(String, String)> {
-    let body = json!({
-        "short_description": format!("scaling benchmark {i}"),
-        "impact": "1",
-        "urgency": "2",
-        // A journal entry from the start: passes read the journal from sys_journal_field
-        // and never fall back to a second read of the incident.
-        "comments": "Opened by the scaling benchmark.",
-    });
-    let answer: Value = http
-        .post(format!("{base}/api/now/table/incident"))
-        .basic_auth(ADMIN.0, Some(ADMIN.1))
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let field = |name: &str| {
-        answer["result"][name]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok((field("sys_id"), field("number")))
-}
-
-/// One `nowpilot worker` child process.
-struct WorkerProcess {
-    index: usize,
-    child: Child,
-    admin: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(
-        binary: &Path,
-        index: usize,
-        sim: &str,
-        queue: &QueueConfig,
-        concurrency: usize,
-    ) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "nowpilot-bench-scaling-{}-{index}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let config = format!(
-            r#"[servicenow]
-instance_url = "{sim}"
-auth = "basic"
-username = "{user}"
-password = "{WORKER_PASSWORD}"
-
-[queue]
-url = "{url}"
-prefix = "{prefix}"
-partitions = {partitions}
-heartbeat = "5s"
-
-[worker]
-admin_listen = "127.0.0.1:{port}"
-concurrency = {concurrency}
-poller = false
-member_id = "{user}"
-
-[[plans]]
-name = "ack"
-autonomy = "autonomous"
-[plans.intake]
-priorities = [2]
-[[plans.actions]]
-kind = "acknowledge"
-"#,
-            user = worker_user(index),
-            url = queue.url.expose_secret(),
-            prefix = queue.prefix,
-            partitions = queue.partitions,
-        );
-        let path = dir.join("nowpilot.toml");
-        std::fs::write(&path, config)?;
-        let log = std::fs::File::create(dir.join("worker.log"))?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&path)
-            .arg("worker")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {} worker", binary.display()))?;
-        Ok(WorkerProcess {
-            index,
-            child,
-            admin: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            dir,
-        })
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The sum of a metric's samples whose labels contain `labels` (0 when not served yet).
-    async fn metric_sum(&self, name: &str, labels: &str) -> f64 {
-        let Ok(response) = self
-            .http
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-        else {
-            return 0.0;
-        };
-        let Ok(text) = response.text().await else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter(|l| l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("worker.log")).unwrap_or_default();
-        let start = text.len().saturating_sub(2000);
-        text.get(start..).unwrap_or_default().to_owned()
-    }
-
-    async fn stop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-            if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = self.child.start_kill();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -1,5 +1,5 @@
-//! `nowpilot`: the one binary. Subcommands run the simulator, manage the ServiceNow connection
-//! and (as later parts land) the ingress, the worker and the all-in-one process.
+//! `nowpilot`: the one binary. Subcommands run the simulator, manage the ServiceNow connection,
+//! and run the ingress, the worker, or both in one process (`run`, and `demo` around it).
 //!
 //! Exit codes are part of the interface (documented in `docs/troubleshooting.md`): 0 success,
 //! 1 a runtime failure, 2 bad command-line usage, 64 an unusable configuration, and 10-16 a
@@ -53,6 +53,9 @@ enum Command {
     Ingress,
     /// Run a worker: take events off the queue and act on ServiceNow through the plans.
     Worker,
+    /// Run the ingress, a worker and the status page in one process (one queue, one
+    /// connection; `[queue] kind = "memory"` needs no broker).
+    Run,
     /// Check the response plans, or test which plan an incident matches.
     #[command(subcommand)]
     Plans(commands::plans::PlansCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Ingress => commands::ingress::run(&config).await,
             Command::Worker => commands::worker::run(&config).await,
+            Command::Run => commands::run::run(&config).await,
             Command::Plans(command) => commands::plans::run(&config, command).await,
             Command::Dlq(command) => commands::dlq::run(&config, command).await,
         }

@@ -84,7 +84,23 @@ pub fn install_metrics() -> anyhow::Result<MetricsRender> {
                 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0,
             ],
         )?
+        // Resolving takes minutes to days (a runbook fix, or a person approving a proposal
+        // the next morning): 1 minute up to 1 week.
+        .set_buckets_for_metric(
+            Matcher::Suffix("time_to_resolve_seconds".into()),
+            &[
+                60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0,
+                604800.0,
+            ],
+        )?
         .install_recorder()?;
+    // Descriptions reach only a recorder that is already installed, and every family needs its
+    // `# HELP` line (promtool check metrics). The libraries that are not started through a
+    // `run` of their own (which describes its metrics) are described here, and so is
+    // partition ownership, whose in-process (memory queue) form describes nothing itself.
+    nowpilot_queue::telemetry::describe();
+    nowpilot_queue::ownership::describe();
+    nowpilot_servicenow::telemetry::describe();
     // With install_recorder the upkeep (histogram compaction) is ours to run.
     let upkeep = handle.clone();
     tokio::spawn(async move {

@@ -49,4 +49,6 @@ pub use config::{
     BodySignatureConfig, ByteSize, IngressConfig, IngressConfigError, IngressSettings,
 };
 pub use publisher::{EventPublisher, PublishError, Readiness};
-pub use server::{IngressError, IngressState, RenderMetrics, WEBHOOK_PATH, router, run, serve};
+pub use server::{
+    IngressError, IngressState, RenderMetrics, WEBHOOK_PATH, router, run, serve, serve_router,
+};

@@ -229,6 +229,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
+    let app = router(state.clone());
+    serve_router(state, app, listener, shutdown).await
+}
+
+/// Like [`serve`], with `app` as the router: [`router`]`(state)` plus the caller's routes
+/// (the CLI adds the status page). The shutdown sequence is the same.
+pub async fn serve_router(
+    state: IngressState,
+    app: axum::Router,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
     let drain_delay = state.settings().drain_delay;
     let grace = state.settings().shutdown_grace;
     if let Ok(addr) = listener.local_addr() {
@@ -251,7 +263,7 @@ pub async fn serve(
             info!("closing the listener; finishing in-flight requests");
         }
     };
-    let server = axum::serve(listener, router(state.clone()))
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .into_future();
     let mut server = std::pin::pin!(server);

@@ -16,13 +16,21 @@
 //! Modules: [`config`] (the `[queue]` section), [`topology`] (every broker name), [`api`] (the
 //! traits, deliveries and operator views), [`error`], [`telemetry`] (metric names), [`amqp`] and
 //! [`memory`] (the backends).
+//!
+//! [`ownership`]: which worker consumes which partition (locks, membership, rendezvous
+//! hashing).
+//!
+//! [`activity`]: the activity fanout that carries pass reports to every status page, apart from
+//! the event path.
 
+pub mod activity;
 pub mod amqp;
 pub mod api;
 mod backoff;
 pub mod config;
 pub mod error;
 pub mod memory;
+pub mod ownership;
 pub mod telemetry;
 pub mod topology;
 
@@ -30,6 +38,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use activity::{ActivityAction, ActivityFanout, ActivityLink, ActivityRecord};
 pub use amqp::{AmqpBackend, StrandedQueue};
 pub use api::{
     DeadLetter, Delivery, DeliveryStream, EventPublisher, EventQueue, QueueDepths, Readiness,
@@ -38,6 +47,9 @@ pub use api::{
 pub use config::{QueueConfig, QueueKind};
 pub use error::{PublishError, QueueError, SettleError};
 pub use memory::MemoryBackend;
+pub use ownership::{
+    ManualOwnership, MemberView, OwnershipEvent, OwnershipSettings, PartitionOwnership,
+};
 pub use topology::{RETRY_TIERS, RetryTier, Topology, TopologyNames};
 
 /// Starts the backend `config.kind` names; it runs until `shutdown` is cancelled (or the

@@ -9,6 +9,7 @@
 //! - [`query`]: an encoded-query builder that refuses values which would widen a query.
 //! - [`journal`], [`related`], [`choices`]: typed reads nowpilot's worker needs.
 //! - [`check`]: the connection checks behind `nowpilot connect` and `nowpilot status`.
+//! - [`telemetry`]: metric names and their `# HELP` descriptions.
 //!
 //! The facts this crate follows (URL shapes, envelopes, status meanings, OAuth behaviour) are
 //! in `shared/reference/servicenow.md` §1–§4.
@@ -24,6 +25,7 @@ pub mod journal;
 pub mod query;
 pub mod related;
 pub mod response;
+pub mod telemetry;
 mod transport;
 
 pub use auth::{

@@ -92,14 +92,14 @@ struct InFlight;
 
 impl InFlight {
     fn start() -> Self {
-        metrics::gauge!("nowpilot_servicenow_in_flight").increment(1.0);
+        metrics::gauge!(crate::telemetry::IN_FLIGHT).increment(1.0);
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("nowpilot_servicenow_in_flight").decrement(1.0);
+        metrics::gauge!(crate::telemetry::IN_FLIGHT).decrement(1.0);
     }
 }
 
@@ -141,14 +141,14 @@ impl Transport {
             Err(_) => "error".to_owned(),
         };
         metrics::counter!(
-            "nowpilot_servicenow_requests_total",
+            crate::telemetry::REQUESTS_TOTAL,
             "method" => context.method.clone(),
             "table" => context.table.clone(),
             "status" => status_label,
         )
         .increment(1);
         metrics::histogram!(
-            "nowpilot_servicenow_request_duration_seconds",
+            crate::telemetry::REQUEST_DURATION_SECONDS,
             "method" => context.method.clone(),
             "table" => context.table.clone(),
         )

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use nowpilot_model::plans::{ActionKind, Autonomy, PlanSet, StepKind};
+use nowpilot_queue::OwnershipSettings;
 use nowpilot_servicenow::ClientOptions;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer};
@@ -75,6 +76,28 @@ pub struct WorkerConfig {
     /// user (Basic auth or the OAuth password grant). Set it with other OAuth grants.
     #[serde(default)]
     pub integration_user: Option<String>,
+    /// Run the poller, the safety net for lost callbacks (default `true`). One worker of a
+    /// deployment polls at a time (the owner of partition 0).
+    #[serde(default = "default_true")]
+    pub poller: bool,
+    /// How often the poller lists recently updated incidents, e.g. `60s` (default).
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How far back each poll looks, e.g. `10m` (default). Longer than `poll_interval`, so
+    /// polls overlap and a failed one loses nothing.
+    #[serde(default = "default_poll_window", with = "humantime_serde")]
+    pub poll_window: Duration,
+    /// This worker's id among the workers sharing a queue (default: host name, process id
+    /// and a random suffix). Must be unique per process.
+    #[serde(default)]
+    pub member_id: Option<String>,
+    /// How often this worker tells the others it is alive, e.g. `1s` (default).
+    #[serde(default = "default_membership_heartbeat", with = "humantime_serde")]
+    pub membership_heartbeat: Duration,
+    /// How long a silent worker still counts as alive, e.g. `3s` (default); at least twice
+    /// `membership_heartbeat`. Shorter moves partitions of a dead worker sooner.
+    #[serde(default = "default_member_timeout", with = "humantime_serde")]
+    pub member_timeout: Duration,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -82,6 +105,21 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_concurrency() -> usize {
     16
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_poll_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_membership_heartbeat() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_member_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 fn default_proposal_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
@@ -121,6 +159,12 @@ impl Default for WorkerConfig {
             runbook_secret_file: None,
             retry_delays: default_retry_delays(),
             integration_user: None,
+            poller: true,
+            poll_interval: default_poll_interval(),
+            poll_window: default_poll_window(),
+            member_id: None,
+            membership_heartbeat: default_membership_heartbeat(),
+            member_timeout: default_member_timeout(),
         }
     }
 }
@@ -142,6 +186,12 @@ impl fmt::Debug for WorkerConfig {
             .field("runbook_secret_file", &self.runbook_secret_file)
             .field("retry_delays", &self.retry_delays)
             .field("integration_user", &self.integration_user)
+            .field("poller", &self.poller)
+            .field("poll_interval", &self.poll_interval)
+            .field("poll_window", &self.poll_window)
+            .field("member_id", &self.member_id)
+            .field("membership_heartbeat", &self.membership_heartbeat)
+            .field("member_timeout", &self.member_timeout)
             .finish()
     }
 }
@@ -222,6 +272,7 @@ impl fmt::Debug for RunbookKey {
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     config: WorkerConfig,
+    ownership: OwnershipSettings,
     allowed_hosts: AllowedHosts,
     approvers: Approvers,
     runbook_key: Option<RunbookKey>,
@@ -271,6 +322,10 @@ impl WorkerConfig {
                 "must not be empty (leave it out to use the connection's user)",
             ));
         }
+        self.check_poller()?;
+        self.ownership_settings()
+            .validate()
+            .map_err(|e| invalid("worker.member_timeout", e.to_string()))?;
         let runbook_key = self.runbook_key()?;
         check_plans(
             plans,
@@ -281,10 +336,65 @@ impl WorkerConfig {
         )?;
         Ok(WorkerSettings {
             config: self.clone(),
+            ownership: self.ownership_settings(),
             allowed_hosts,
             approvers,
             runbook_key,
         })
+    }
+
+    fn check_poller(&self) -> Result<(), WorkerConfigError> {
+        if self.poll_interval < Duration::from_secs(1) {
+            return Err(invalid("worker.poll_interval", "must be at least 1s"));
+        }
+        if self.poll_window <= self.poll_interval {
+            return Err(invalid(
+                "worker.poll_window",
+                "must be longer than poll_interval, so that polls overlap (e.g. 10m with 60s)",
+            ));
+        }
+        if self.poll_window > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid("worker.poll_window", "must be at most 7 days"));
+        }
+        if let Some(id) = &self.member_id
+            && (id.trim().is_empty()
+                || id.len() > nowpilot_queue::ownership::membership::MAX_MEMBER_ID
+                || id.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "worker.member_id",
+                "must be 1 to 200 printable characters (leave it out for a generated one)",
+            ));
+        }
+        if self.membership_heartbeat < Duration::from_millis(100) {
+            return Err(invalid(
+                "worker.membership_heartbeat",
+                "must be at least 100ms",
+            ));
+        }
+        if self.member_timeout < self.membership_heartbeat * 2 {
+            return Err(invalid(
+                "worker.member_timeout",
+                "must be at least twice membership_heartbeat, or workers flap in and out",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partition-ownership timings of this section (member id generated when not set).
+    pub fn ownership_settings(&self) -> OwnershipSettings {
+        let defaults = OwnershipSettings::default();
+        OwnershipSettings {
+            member_id: self
+                .member_id
+                .as_ref()
+                .map_or(defaults.member_id.clone(), |id| id.trim().to_owned()),
+            heartbeat_interval: self.membership_heartbeat,
+            member_timeout: self.member_timeout,
+            // A previous owner's consumers get two member timeouts to go.
+            takeover_grace: self.member_timeout * 2,
+            ..defaults
+        }
     }
 
     fn runbook_key(&self) -> Result<Option<RunbookKey>, WorkerConfigError> {
@@ -444,6 +554,11 @@ impl WorkerSettings {
     /// See [`WorkerConfig::client_options`].
     pub fn client_options(&self) -> ClientOptions {
         self.config.client_options()
+    }
+
+    /// See [`WorkerConfig::ownership_settings`]: the same member id every time it is asked.
+    pub fn ownership_settings(&self) -> OwnershipSettings {
+        self.ownership.clone()
     }
 }
 

@@ -10,95 +10,199 @@
 //! delivery, and the broker hands out at most `prefetch` per partition. ServiceNow calls are
 //! further capped by the client's in-flight limit.
 //!
+//! Partitions come and go as [`PartitionOwnership`] says. A partition handed over (`Release`)
+//! stops consuming, requeues what waits in its lanes and lets its running passes finish (at
+//! most [`SHUTDOWN_GRACE`], then they are abandoned); only once no pass of it runs and its
+//! stream has ended is it reported released, so its next owner never overlaps a pass here. A
+//! partition whose lock was lost (`Revoked`) does the same at once, abandoning running passes.
+//! Whoever owns partition 0 runs the poller.
+//!
 //! Shutdown: stop taking deliveries, requeue what waits in lanes, let running passes finish
 //! (at most [`SHUTDOWN_GRACE`]), then abandon the rest (their deliveries go back unsettled).
 
 use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::Utc;
-use nowpilot_model::is_sys_id;
-use nowpilot_queue::{Delivery, EventQueue};
-use tokio::task::{JoinError, JoinSet};
+use futures::Stream;
+use nowpilot_model::{EventSource, is_sys_id};
+use nowpilot_queue::{Delivery, DeliveryStream, EventQueue, OwnershipEvent, PartitionOwnership};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::WorkerError;
+use crate::poller::{self, PollerControl};
 use crate::reconcile::{Context, Job, Verdict, reconcile};
 use crate::report::{ActivitySink, Outcome, PassReport};
 use crate::telemetry;
-use crate::versions::HandledVersions;
+use crate::versions::SharedVersions;
+
+mod handover;
 
 /// How long running passes may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Incidents whose handled version is remembered.
-const HANDLED_CAPACITY: usize = 100_000;
+pub(crate) const HANDLED_CAPACITY: usize = 100_000;
 /// How long settlements may take at the very end of shutdown.
 const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
 struct PassDone {
-    sys_id: String,
     handled: Option<u64>,
+}
+
+struct Running {
+    sys_id: String,
+    partition: u16,
+    /// The newest version among the deliveries the pass covers.
+    version: u64,
+    abort: AbortHandle,
 }
 
 struct Lanes {
     ctx: Arc<Context>,
+    queue: Arc<dyn EventQueue>,
     activity: Option<ActivitySink>,
     /// Incidents with a running pass → deliveries waiting behind it.
     busy: HashMap<String, Vec<Delivery>>,
     waiting: usize,
-    handled: HandledVersions,
+    handled: SharedVersions,
     passes: JoinSet<PassDone>,
-    running: HashMap<tokio::task::Id, String>,
+    running: HashMap<tokio::task::Id, Running>,
     settles: TaskTracker,
+    /// One stream per consumed (or draining) partition.
+    streams: Vec<(u16, DeliveryStream)>,
+    next_stream: usize,
+    releasing: HashMap<u16, handover::Releasing>,
+    /// When each consumed partition was acquired.
+    acquired_at: HashMap<u16, Instant>,
+    poller: PollerControl,
 }
 
-/// Consumes `partitions` until `shutdown` (or until the queue stops delivering).
+/// Consumes the partitions `ownership` hands out until `shutdown` (or until the queue stops
+/// delivering).
 pub(crate) async fn consume(
     ctx: Arc<Context>,
     queue: Arc<dyn EventQueue>,
-    partitions: &[u16],
+    ownership: &mut PartitionOwnership,
     activity: Option<ActivitySink>,
+    handled: SharedVersions,
+    poller: PollerControl,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut stream = queue.consume(partitions).await?;
-    tracing::info!(?partitions, "worker consuming");
     let mut lanes = Lanes {
         ctx,
+        queue,
         activity,
         busy: HashMap::new(),
         waiting: 0,
-        handled: HandledVersions::new(HANDLED_CAPACITY),
+        handled,
         passes: JoinSet::new(),
         running: HashMap::new(),
         settles: TaskTracker::new(),
+        streams: Vec::new(),
+        next_stream: 0,
+        releasing: HashMap::new(),
+        acquired_at: HashMap::new(),
+        poller,
     };
     let mut ended = false;
+    let mut failure = None;
+    let mut ownership_open = true;
     loop {
+        let deadline = lanes.next_deadline();
+        let start = lanes.next_stream;
+        lanes.next_stream = lanes.next_stream.wrapping_add(1);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             Some(joined) = lanes.passes.join_next_with_id(), if !lanes.passes.is_empty() => {
-                lanes.finished(joined, &shutdown);
+                if let Some(partition) = lanes.finished(joined, &shutdown) {
+                    lanes.check_release(partition, ownership);
+                }
             }
-            next = stream.recv() => match next {
-                Some(delivery) => lanes.accept(delivery),
+            event = ownership.next(), if ownership_open => match event {
+                Some(OwnershipEvent::Acquired(partition)) => {
+                    if let Err(error) = lanes.acquire(partition, &shutdown).await {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                Some(OwnershipEvent::Release(partition)) => lanes.release(partition, false, ownership),
+                Some(OwnershipEvent::Revoked(partition)) => lanes.release(partition, true, ownership),
                 None => {
-                    ended = true;
-                    break;
+                    ownership_open = false;
+                    if !shutdown.is_cancelled() {
+                        tracing::error!("partition ownership ended: giving every partition up");
+                        let all: Vec<u16> = lanes.streams.iter().map(|(p, _)| *p).collect();
+                        for partition in all {
+                            lanes.release(partition, true, ownership);
+                        }
+                    }
                 }
             },
+            (partition, next) = next_delivery(&mut lanes.streams, start), if !lanes.streams.is_empty() => match next {
+                Some(delivery) if lanes.releasing.contains_key(&partition) => {
+                    // Handed over: the next owner takes it from the queue.
+                    lanes.settle_alone(delivery, Verdict::Interrupted);
+                }
+                Some(delivery) => lanes.accept(delivery),
+                None => {
+                    lanes.streams.retain(|(p, _)| *p != partition);
+                    if let Some(releasing) = lanes.releasing.get_mut(&partition) {
+                        releasing.stream_done = true;
+                        lanes.check_release(partition, ownership);
+                    } else {
+                        ended = true;
+                        break;
+                    }
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => lanes.enforce_deadlines(),
         }
     }
+    lanes.poller.stop();
     lanes.drain(&shutdown).await;
-    drop(stream);
+    lanes.streams.clear();
+    if let Some(error) = failure {
+        return Err(error);
+    }
     if ended && !shutdown.is_cancelled() {
         return Err(WorkerError::StreamEnded);
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// The next delivery of any partition stream, starting at a rotating index so no partition
+/// starves the others.
+async fn next_delivery(
+    streams: &mut [(u16, DeliveryStream)],
+    start: usize,
+) -> (u16, Option<Delivery>) {
+    poll_fn(|cx| {
+        let count = streams.len();
+        for offset in 0..count {
+            let (partition, stream) = &mut streams[(start + offset) % count];
+            if let Poll::Ready(next) = Pin::new(stream).poll_next(cx) {
+                return Poll::Ready((*partition, next));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Lanes {
@@ -124,6 +228,9 @@ impl Lanes {
             self.settle_alone(delivery, Verdict::Ack(Outcome::Stale));
             return;
         }
+        if envelope.source == EventSource::Poller && self.callback_missed(&delivery) {
+            poller::missed_callback();
+        }
         if let Some(waiting) = self.busy.get_mut(&sys_id) {
             waiting.push(delivery);
             self.waiting += 1;
@@ -133,39 +240,82 @@ impl Lanes {
         self.start(sys_id, vec![delivery]);
     }
 
-    fn is_stale(&mut self, delivery: &Delivery) -> bool {
+    /// Whether a poller event brings a version no callback delivered here. Only this worker can
+    /// tell, and only for a partition it has owned for a whole poll window: every callback of
+    /// the window then came through it (and was handled, or waits or runs in its lane).
+    fn callback_missed(&self, delivery: &Delivery) -> bool {
+        let window = self.ctx.settings.config().poll_window;
+        let known_long_enough = self
+            .acquired_at
+            .get(&delivery.partition)
+            .is_some_and(|at| at.elapsed() >= window);
+        if !known_long_enough {
+            return false;
+        }
+        let version = delivery.envelope.sys_mod_count;
+        let sys_id = &delivery.envelope.sys_id;
+        let running = self
+            .running
+            .values()
+            .any(|r| &r.sys_id == sys_id && r.version >= version);
+        let waiting = self
+            .busy
+            .get(sys_id)
+            .is_some_and(|w| w.iter().any(|d| d.envelope.sys_mod_count >= version));
+        !running && !waiting
+    }
+
+    fn is_stale(&self, delivery: &Delivery) -> bool {
         self.handled
             .get(&delivery.envelope.sys_id)
             .is_some_and(|v| delivery.envelope.sys_mod_count <= v)
     }
 
     fn start(&mut self, sys_id: String, deliveries: Vec<Delivery>) {
+        let partition = deliveries.first().map_or(0, |d| d.partition);
+        let version = deliveries
+            .iter()
+            .map(|d| d.envelope.sys_mod_count)
+            .max()
+            .unwrap_or(0);
         self.busy.insert(sys_id.clone(), Vec::new());
         let ctx = self.ctx.clone();
         let activity = self.activity.clone();
-        let handle = self.passes.spawn(run_pass(ctx, activity, deliveries));
-        self.running.insert(handle.id(), sys_id);
+        let abort = self.passes.spawn(run_pass(ctx, activity, deliveries));
+        self.running.insert(
+            abort.id(),
+            Running {
+                sys_id,
+                partition,
+                version,
+                abort,
+            },
+        );
         telemetry::passes_in_flight(self.passes.len());
     }
 
+    /// Books a finished pass and starts the next one of its lane; returns its partition.
     fn finished(
         &mut self,
         joined: Result<(tokio::task::Id, PassDone), JoinError>,
         shutdown: &CancellationToken,
-    ) {
-        let (sys_id, handled) = match joined {
-            Ok((id, done)) => {
-                self.running.remove(&id);
-                (done.sys_id, done.handled)
-            }
+    ) -> Option<u16> {
+        let (running, handled) = match joined {
+            Ok((id, done)) => (self.running.remove(&id)?, done.handled),
             Err(error) => {
-                tracing::error!(%error, "a reconcile pass failed unexpectedly; its events go back to the queue");
-                let Some(sys_id) = self.running.remove(&error.id()) else {
-                    return;
-                };
-                (sys_id, None)
+                let running = self.running.remove(&error.id())?;
+                if error.is_cancelled() {
+                    tracing::info!(sys_id = %running.sys_id, "a pass was abandoned; its events go back to the queue");
+                } else {
+                    tracing::error!(%error, "a reconcile pass failed unexpectedly; its events go back to the queue");
+                }
+                (running, None)
             }
         };
+        let Running {
+            sys_id, partition, ..
+        } = running;
+        let handing_over = self.releasing.contains_key(&partition);
         telemetry::passes_in_flight(self.passes.len());
         if let Some(version) = handled {
             self.handled.record(&sys_id, version);
@@ -177,7 +327,7 @@ impl Lanes {
         for delivery in waiting {
             if self.is_stale(&delivery) {
                 self.settle_alone(delivery, Verdict::Ack(Outcome::Stale));
-            } else if shutdown.is_cancelled() {
+            } else if shutdown.is_cancelled() || handing_over {
                 self.settle_alone(delivery, Verdict::Interrupted);
             } else {
                 next.push(delivery);
@@ -186,6 +336,7 @@ impl Lanes {
         if !next.is_empty() {
             self.start(sys_id, next);
         }
+        Some(partition)
     }
 
     /// Settles one delivery without a pass (stale, unsupported, requeued at shutdown).
@@ -222,7 +373,9 @@ impl Lanes {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !self.passes.is_empty() {
             match tokio::time::timeout_at(deadline, self.passes.join_next_with_id()).await {
-                Ok(Some(joined)) => self.finished(joined, shutdown),
+                Ok(Some(joined)) => {
+                    self.finished(joined, shutdown);
+                }
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
@@ -273,10 +426,7 @@ async fn run_pass(
         .max_by_key(|d| d.envelope.sys_mod_count)
         .map(job_for);
     let Some(job) = newest else {
-        return PassDone {
-            sys_id: String::new(),
-            handled: None,
-        };
+        return PassDone { handled: None };
     };
     let result = reconcile(&ctx, &job).await;
     let elapsed = result.busy;
@@ -326,7 +476,6 @@ async fn run_pass(
         });
     }
     PassDone {
-        sys_id: job.sys_id,
         handled: result.handled_version,
     }
 }

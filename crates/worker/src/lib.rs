@@ -2,8 +2,9 @@
 //! on the incidents in ServiceNow.
 //!
 //! - [`lanes`]: consumption with per-incident lanes (one pass at a time per incident, waiting
-//!   deliveries coalesced into the next pass, stale versions acknowledged at once) and
-//!   graceful shutdown.
+//!   deliveries coalesced into the next pass, stale versions acknowledged at once), partitions
+//!   acquired and handed over as [`PartitionOwnership`] says, and graceful shutdown.
+//! - [`poller`]: the safety net for lost callbacks, run by the owner of partition 0.
 //! - `reconcile` (private): one pass reads the incident as it is now,
 //!   matches plans, reads the journal once and does what is still owed, one PATCH per action
 //!   with its note and marker. Review actions are proposed and carried out after
@@ -66,6 +67,7 @@ pub mod hosts;
 pub mod lanes;
 mod lookups;
 pub mod markers;
+pub mod poller;
 mod reconcile;
 pub mod report;
 pub mod steps;
@@ -76,7 +78,7 @@ use std::sync::Arc;
 
 use nowpilot_admin::ConnectionManager;
 use nowpilot_model::plans::PlanSet;
-use nowpilot_queue::{EventQueue, QueueError};
+use nowpilot_queue::{EventQueue, PartitionOwnership, QueueError};
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{AdminState, RenderMetrics, admin_router, serve_admin};
@@ -85,9 +87,11 @@ pub use report::{ActionReport, ActivitySink, Outcome, PassReport};
 
 use crate::connection::ConnectionGate;
 use crate::lookups::Lookups;
+use crate::poller::PollerControl;
 use crate::reconcile::Context;
 use crate::steps::Investigator;
 use crate::steps::outbound::Outbound;
+use crate::versions::SharedVersions;
 
 /// Why the worker stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -145,19 +149,32 @@ impl WorkerDeps {
     }
 }
 
-/// Consumes every partition of the queue until `shutdown`, then drains (see [`lanes`]).
+/// Consumes every partition of the queue until `shutdown`, then drains (see [`lanes`]). For
+/// one process; several workers on one broker use [`run_owned`].
 ///
 /// Cancel `shutdown` before (or together with) the queue's own token: a queue that closes
 /// first ends the delivery stream, which this reports as [`WorkerError::StreamEnded`].
 pub async fn run(deps: WorkerDeps, shutdown: CancellationToken) -> Result<(), WorkerError> {
-    let partitions: Vec<u16> = (0..deps.queue.topology().partitions()).collect();
-    run_partitions(deps, &partitions, shutdown).await
+    let ownership = PartitionOwnership::all(deps.queue.topology().partitions());
+    run_owned(deps, ownership, shutdown).await
 }
 
 /// Consumes the given partitions until `shutdown`, then drains.
 pub async fn run_partitions(
     deps: WorkerDeps,
     partitions: &[u16],
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    run_owned(deps, PartitionOwnership::fixed(partitions), shutdown).await
+}
+
+/// Consumes the partitions `ownership` hands out (acquiring and handing them over as it says)
+/// until `shutdown`, then drains and leaves: `ownership` is closed only once no pass runs any
+/// more, so the next owners never overlap one. Get `ownership` from
+/// [`PartitionOwnership::start`] with [`WorkerSettings::ownership_settings`].
+pub async fn run_owned(
+    deps: WorkerDeps,
+    mut ownership: PartitionOwnership,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     telemetry::describe();
@@ -181,6 +198,7 @@ pub async fn run_partitions(
             );
         }
     }
+    let poll = settings.config().poller;
     let ctx = Arc::new(Context {
         settings,
         plans: deps.plans,
@@ -191,5 +209,22 @@ pub async fn run_partitions(
         shutdown: shutdown.clone(),
         warned_identity: std::sync::atomic::AtomicBool::new(false),
     });
-    lanes::consume(ctx, deps.queue, partitions, deps.activity, shutdown).await
+    let handled = SharedVersions::new(lanes::HANDLED_CAPACITY);
+    let poller = if poll {
+        PollerControl::new(ctx.clone(), deps.queue.clone(), handled.clone())
+    } else {
+        PollerControl::disabled()
+    };
+    let result = lanes::consume(
+        ctx,
+        deps.queue,
+        &mut ownership,
+        deps.activity,
+        handled,
+        poller,
+        shutdown,
+    )
+    .await;
+    ownership.close().await;
+    result
 }

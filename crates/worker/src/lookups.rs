@@ -111,12 +111,16 @@ impl Caches {
 /// The caches of one worker process.
 pub(crate) struct Lookups {
     caches: Mutex<Caches>,
+    /// Held while filling a cache entry, so a burst of passes on a cold cache asks ServiceNow
+    /// once instead of once per pass (the others wait, then find the entry).
+    fill: tokio::sync::Mutex<()>,
 }
 
 impl Default for Lookups {
     fn default() -> Self {
         Lookups {
             caches: Mutex::new(Caches::new(0)),
+            fill: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -159,12 +163,20 @@ impl Scoped<'_> {
         if let Some(report) = self.lookups.lock().matrix.get(&()) {
             return report;
         }
+        let _fill = self.lookups.fill.lock().await;
+        if let Some(report) = self.lookups.lock().matrix.get(&()) {
+            return report;
+        }
         let report = self.client.priority_matrix().await;
         self.lookups.lock().matrix.put((), report.clone());
         report
     }
 
     async fn choices(&self, element: &'static str) -> Result<Vec<Choice>, Error> {
+        if let Some(list) = self.lookups.lock().choices.get(&element) {
+            return Ok(list);
+        }
+        let _fill = self.lookups.fill.lock().await;
         if let Some(list) = self.lookups.lock().choices.get(&element) {
             return Ok(list);
         }
@@ -189,6 +201,10 @@ impl Scoped<'_> {
         if let Some(user) = self.lookups.lock().users_by_name.get(&key) {
             return Ok(user);
         }
+        let _fill = self.lookups.fill.lock().await;
+        if let Some(user) = self.lookups.lock().users_by_name.get(&key) {
+            return Ok(user);
+        }
         let query = EncodedQuery::new().eq("user_name", user_name);
         let request = ListRequest::from_query(&query)?
             .fields(["sys_id", "user_name", "name"])
@@ -202,6 +218,10 @@ impl Scoped<'_> {
     /// Who wrote a journal entry: the one user whose user name or display name is `author`.
     pub(crate) async fn author(&self, author: &str) -> Result<Author, Error> {
         let key = author.to_owned();
+        if let Some(found) = self.lookups.lock().authors.get(&key) {
+            return Ok(found);
+        }
+        let _fill = self.lookups.fill.lock().await;
         if let Some(found) = self.lookups.lock().authors.get(&key) {
             return Ok(found);
         }

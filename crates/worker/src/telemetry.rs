@@ -15,6 +15,8 @@ pub const RETRIES: &str = "nowpilot_worker_retries_total";
 pub const DEAD_LETTERS: &str = "nowpilot_worker_dead_letters_total";
 /// Time from an incident's `opened_at` to nowpilot's acknowledgement.
 pub const MTTA: &str = "nowpilot_worker_mtta_seconds";
+/// Time from an incident's `opened_at` to the moment nowpilot's resolve was written.
+pub const TIME_TO_RESOLVE: &str = "nowpilot_worker_time_to_resolve_seconds";
 /// Deliveries waiting behind a running pass of the same incident.
 pub const LANE_DEPTH: &str = "nowpilot_worker_lane_depth";
 /// Passes running now.
@@ -40,6 +42,11 @@ pub fn describe() {
         MTTA,
         Unit::Seconds,
         "Time from opened_at to nowpilot's acknowledgement"
+    );
+    describe_histogram!(
+        TIME_TO_RESOLVE,
+        Unit::Seconds,
+        "Time from opened_at to nowpilot's resolve being written"
     );
     describe_gauge!(LANE_DEPTH, "Deliveries waiting behind a running pass");
     describe_gauge!(PASSES_IN_FLIGHT, "Reconcile passes running");
@@ -78,6 +85,12 @@ pub fn dead_lettered(reason: &'static str) {
 /// Time to acknowledge.
 pub fn mtta(elapsed: Duration) {
     metrics::histogram!(MTTA).record(elapsed.as_secs_f64());
+}
+
+/// Time to resolve: only resolves nowpilot wrote itself (autonomous or approved), so a person
+/// resolving in ServiceNow is not counted here.
+pub fn time_to_resolve(elapsed: Duration) {
+    metrics::histogram!(TIME_TO_RESOLVE).record(elapsed.as_secs_f64());
 }
 
 /// Deliveries waiting in lanes.

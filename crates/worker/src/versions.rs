@@ -1,6 +1,36 @@
-//! The newest version handled per incident: a bounded least-recently-used map.
+//! The newest version handled per incident: a bounded least-recently-used map, and its shared
+//! form that the lanes and the poller use together.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// [`HandledVersions`] shared in-process: the lanes record what their passes handled, and the
+/// poller does not enqueue a version this process already handled.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedVersions(Arc<Mutex<HandledVersions>>);
+
+impl SharedVersions {
+    /// An empty shared map holding at most `capacity` incidents.
+    pub(crate) fn new(capacity: usize) -> Self {
+        SharedVersions(Arc::new(Mutex::new(HandledVersions::new(capacity))))
+    }
+
+    /// The highest version handled for `sys_id`.
+    pub(crate) fn get(&self, sys_id: &str) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sys_id)
+    }
+
+    /// Records that `version` was handled.
+    pub(crate) fn record(&self, sys_id: &str, version: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(sys_id, version);
+    }
+}
 
 /// `sys_id → highest sys_mod_count handled`, forgetting the least recently touched incident
 /// beyond `capacity`.

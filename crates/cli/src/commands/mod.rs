@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod ingress;
 pub mod plans;
 pub mod report;
+pub mod run;
 pub mod sim;
 pub mod status;
 pub mod worker;

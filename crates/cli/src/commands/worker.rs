@@ -1,7 +1,8 @@
 //! `nowpilot worker`: takes events off the queue and acts on ServiceNow through the plans.
 //!
-//! The admin address serves `/healthz`, `/readyz`, `/metrics` and the connection API. Shutdown
-//! stops the worker first (running passes finish, waiting ones are requeued), then the queue.
+//! The admin address serves `/healthz`, `/readyz`, `/metrics`, the connection API and the status
+//! page (`/`, under the same access rule as the connection API). Shutdown stops the worker first
+//! (running passes finish, waiting ones are requeued), then the queue.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -11,6 +12,7 @@ use nowpilot_config::Loaded;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use super::run::wiring;
 use super::{EXIT_CONFIG, EXIT_FAILURE, fail, shutdown_signal};
 use crate::{
     ConfigPath, Exit,
@@ -53,12 +55,39 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
         .await
         .map_err(|e| fail(EXIT_FAILURE, format!("queue: {e}")))?;
 
-    let admin = nowpilot_worker::admin_router(nowpilot_worker::AdminState::new(
-        queue.clone(),
+    // Pass reports go to every status page of the deployment (this one included).
+    let activity = nowpilot_queue::ActivityFanout::connect(&config.queue, shutdown.clone())
+        .map_err(|e| fail(EXIT_FAILURE, format!("activity: {e}")))?;
+    let deps = nowpilot_worker::WorkerDeps::new(queue.clone(), manager.clone(), plans, settings)
+        .with_activity(wiring::activity_sink(
+            activity.clone(),
+            wiring::Descriptions::default(),
+        ));
+    // With RabbitMQ the workers sharing the queue split its partitions (locks, membership);
+    // with the memory queue this process owns them all.
+    let ownership = nowpilot_queue::PartitionOwnership::start(
+        &config.queue,
+        deps.settings.ownership_settings(),
+    )
+    .map_err(|e| fail(EXIT_CONFIG, format!("queue: {e}")))?;
+    let page = wiring::status_page(
+        "worker",
         manager.clone(),
+        queue.clone(),
+        Some(deps.plans.clone()),
+        activity,
+        true,
+        wiring::members_provider(&config.queue, &ownership),
+    );
+    page.spawn(shutdown.clone());
+    let (admin, _) = super::run::admin_router(
+        &manager,
+        queue.clone(),
         render,
-    ));
-    let admin = with_connection_api(admin, config.worker.admin_listen, &manager, token);
+        config.worker.admin_listen,
+        token,
+        &page,
+    );
     let admin_listener = tokio::net::TcpListener::bind(config.worker.admin_listen)
         .await
         .map_err(|e| {
@@ -81,8 +110,7 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
         shutdown_signal().await;
         stop.cancel();
     });
-    let deps = nowpilot_worker::WorkerDeps::new(queue.clone(), manager, plans, settings);
-    let result = nowpilot_worker::run(deps, shutdown.clone()).await;
+    let result = nowpilot_worker::run_owned(deps, ownership, shutdown.clone()).await;
     shutdown.cancel();
     queue_shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), queue.closed())

@@ -248,7 +248,7 @@ impl TokenManager {
         } else {
             "failure"
         };
-        metrics::counter!("nowpilot_servicenow_token_refreshes_total", "outcome" => outcome_label)
+        metrics::counter!(crate::telemetry::TOKEN_REFRESHES_TOTAL, "outcome" => outcome_label)
             .increment(1);
         match &outcome {
             Ok(_) => tracing::debug!(grant = grant.name(), "obtained an OAuth access token"),

@@ -278,7 +278,7 @@ impl Client {
                     }
                 }
                 429 => {
-                    metrics::counter!("nowpilot_servicenow_rate_limited_total").increment(1);
+                    metrics::counter!(crate::telemetry::RATE_LIMITED_TOTAL).increment(1);
                     let asked = retry_after(&response.headers, std::time::SystemTime::now());
                     let wait = asked.unwrap_or_else(|| fallback_rate_limit_wait(rate_limit_waits));
                     if inner.transport.gate.pause(wait) {

@@ -242,3 +242,65 @@ fn review_needs_approvers_and_findings_need_an_investigation() {
         "plans[0].actions[0].when"
     );
 }
+
+#[test]
+fn poller_and_membership_keys() {
+    let none = PlanSet::default();
+    let c = worker("");
+    assert!(c.poller);
+    assert_eq!(c.poll_interval, Duration::from_secs(60));
+    assert_eq!(c.poll_window, Duration::from_secs(600));
+    assert_eq!(c.membership_heartbeat, Duration::from_secs(1));
+    assert_eq!(c.member_timeout, Duration::from_secs(3));
+    let s = c.validate(&none).unwrap();
+    let ownership = s.ownership_settings();
+    assert!(!ownership.member_id.is_empty());
+    assert_eq!(
+        ownership,
+        s.ownership_settings(),
+        "one id per process, however often it is asked"
+    );
+    assert_eq!(ownership.takeover_grace, Duration::from_secs(6));
+
+    let c = worker(
+        r#"
+        poller = false
+        poll_interval = "5s"
+        poll_window = "1m"
+        member_id = "pod-7"
+        membership_heartbeat = "500ms"
+        member_timeout = "2s"
+        "#,
+    );
+    let s = c.validate(&none).unwrap();
+    assert!(!s.config().poller);
+    let ownership = s.ownership_settings();
+    assert_eq!(ownership.member_id, "pod-7");
+    assert_eq!(ownership.heartbeat_interval, Duration::from_millis(500));
+    assert_eq!(ownership.member_timeout, Duration::from_secs(2));
+
+    for (text, key) in [
+        ("poll_interval = \"500ms\"", "worker.poll_interval"),
+        (
+            "poll_interval = \"10m\"\npoll_window = \"10m\"",
+            "worker.poll_window",
+        ),
+        ("poll_window = \"30d\"", "worker.poll_window"),
+        ("member_id = \"  \"", "worker.member_id"),
+        (
+            "membership_heartbeat = \"10ms\"",
+            "worker.membership_heartbeat",
+        ),
+        (
+            "membership_heartbeat = \"2s\"\nmember_timeout = \"3s\"",
+            "worker.member_timeout",
+        ),
+    ] {
+        assert_eq!(error(&worker(text), &none).key, key, "{text}");
+    }
+    let debug = format!("{:?}", worker("member_id = \"pod-7\""));
+    assert!(
+        debug.contains("poll_window") && debug.contains("pod-7"),
+        "{debug}"
+    );
+}

@@ -260,10 +260,13 @@ impl Pass<'_> {
         self.report(&plan.name, &action.id, kind, result, prepared.done.clone());
         match &action.kind {
             ActionKind::Acknowledge { .. } => {
-                if let Some(opened) = self.incident.opened_at()
-                    && let Ok(elapsed) = (Utc::now() - opened).to_std()
-                {
+                if let Some(elapsed) = self.since_opened() {
                     crate::telemetry::mtta(elapsed);
+                }
+            }
+            ActionKind::Resolve { .. } => {
+                if let Some(elapsed) = self.since_opened() {
+                    crate::telemetry::time_to_resolve(elapsed);
                 }
             }
             ActionKind::SetPriority { priority, .. } => {
@@ -273,6 +276,13 @@ impl Pass<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Time since the incident was opened, for MTTA and time to resolve. `None` without an
+    /// `opened_at`, or when it lies in the future (clock skew): no sample beats a wrong one.
+    fn since_opened(&self) -> Option<std::time::Duration> {
+        let opened = self.incident.opened_at()?;
+        (Utc::now() - opened).to_std().ok()
     }
 
     /// After writing impact and urgency: did ServiceNow compute the target priority? If not,
