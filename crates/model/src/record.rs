@@ -129,8 +129,70 @@ impl Serialize for FieldValue {
 }
 
 impl<'de> Deserialize<'de> for FieldValue {
+    /// Reads strings and `{value, link, display_value}` objects directly (no intermediate
+    /// `Value`: this is the hot path of every Table API answer); anything else goes through
+    /// [`FieldValue::from_json`], with the same result.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Value::deserialize(deserializer).map(FieldValue::from_json)
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a ServiceNow field value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Text(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<FieldValue, E> {
+        Ok(FieldValue::Text(v))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(Value::Null))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other(Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<FieldValue, A::Error> {
+        let items = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(FieldValue::Other(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
+        // Collect the members; the common shapes have only string members.
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            members.insert(key, value);
+        }
+        Ok(FieldValue::from_json(Value::Object(members)))
     }
 }
 
@@ -282,6 +344,32 @@ mod tests {
         let back = serde_json::to_value(&record).unwrap();
         let original: Value = serde_json::from_str(json).unwrap();
         assert_eq!(back, original);
+    }
+
+    #[test]
+    fn direct_decoding_matches_the_value_path() {
+        let cases = [
+            r#""plain""#,
+            r#""""#,
+            r#"{"link":"l","value":"v"}"#,
+            r#"{"display_value":"D","value":"v"}"#,
+            r#"{"display_value":"D","link":"l"}"#,
+            r#"{"display_value":null,"value":"v"}"#,
+            r#"{"value":7}"#,
+            r#"{"other":"x"}"#,
+            r#"{}"#,
+            "7",
+            "-3",
+            "1.5",
+            "true",
+            "null",
+            r#"[1,"a",{"b":2}]"#,
+        ];
+        for case in cases {
+            let direct: FieldValue = serde_json::from_str(case).unwrap();
+            let via_value = FieldValue::from_json(serde_json::from_str(case).unwrap());
+            assert_eq!(direct, via_value, "{case}");
+        }
     }
 
     #[test]

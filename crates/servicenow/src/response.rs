@@ -246,6 +246,18 @@ fn to_record(value: Value) -> Option<Record> {
     }
 }
 
+/// The well-formed answers, decoded straight into records (no intermediate `Value` tree: this
+/// is the hot path of every call). Anything else takes the slow path for a precise error.
+#[derive(serde::Deserialize)]
+struct OneRecord {
+    result: Record,
+}
+
+#[derive(serde::Deserialize)]
+struct ManyRecords {
+    result: Vec<Record>,
+}
+
 /// Decodes a single-record answer (`{"result": {...}}`).
 pub fn decode_record(
     context: &RequestContext,
@@ -253,6 +265,11 @@ pub fn decode_record(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Record, Error> {
+    if (200..300).contains(&status)
+        && let Ok(one) = serde_json::from_slice::<OneRecord>(body)
+    {
+        return Ok(one.result);
+    }
     let result = result_value(context, status, headers, body)?;
     let what = kind(&result);
     to_record(result).ok_or_else(|| Error::Decode {
@@ -269,6 +286,11 @@ pub fn decode_records(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<Record>, Error> {
+    if (200..300).contains(&status)
+        && let Ok(many) = serde_json::from_slice::<ManyRecords>(body)
+    {
+        return Ok(many.result);
+    }
     let result = result_value(context, status, headers, body)?;
     let Value::Array(items) = result else {
         return Err(Error::Decode {

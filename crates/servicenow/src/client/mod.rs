@@ -81,9 +81,10 @@ impl Default for ClientOptions {
 }
 
 enum Auth {
+    /// The `Authorization: Basic ...` value, encoded once and marked sensitive (hyper and
+    /// `Debug` never show it).
     Basic {
-        username: String,
-        password: SecretString,
+        header: http::HeaderValue,
     },
     OAuth(Box<TokenManager>),
 }
@@ -135,7 +136,9 @@ impl Client {
             })?;
         let auth_description = config.credentials.description();
         let auth = match config.credentials {
-            Credentials::Basic { username, password } => Auth::Basic { username, password },
+            Credentials::Basic { username, password } => Auth::Basic {
+                header: basic_header(&username, &password)?,
+            },
             Credentials::OAuth {
                 client_id,
                 client_secret,
@@ -237,8 +240,8 @@ impl Client {
                 request = request.header("X-no-response-body", "true");
             }
             let generation = match &inner.auth {
-                Auth::Basic { username, password } => {
-                    request = request.basic_auth(username, Some(password.expose_secret()));
+                Auth::Basic { header } => {
+                    request = request.header(http::header::AUTHORIZATION, header.clone());
                     None
                 }
                 Auth::OAuth(tokens) => {
@@ -316,6 +319,20 @@ impl Client {
             return Ok(response);
         }
     }
+}
+
+/// `Basic base64(user:password)`, sensitive.
+fn basic_header(username: &str, password: &SecretString) -> Result<http::HeaderValue, Error> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{username}:{}", password.expose_secret()));
+    let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+        Error::Config(ConfigError::HttpClient {
+            reason: "the Basic credentials cannot form an Authorization header".to_owned(),
+        })
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Exponential backoff with jitter: `base × 2^attempt`, scaled by a random factor in

@@ -381,6 +381,23 @@ impl Client {
             .await
     }
 
+    /// Like [`Client::patch`], asking only for the `returning` fields back
+    /// (`sysparm_fields`): a smaller answer when the caller needs, say, the new
+    /// `sys_mod_count` and what the data lookups computed.
+    pub async fn patch_returning(
+        &self,
+        table: &str,
+        sys_id: &str,
+        fields: &Map<String, Value>,
+        returning: &[&str],
+    ) -> Result<Record, Error> {
+        let context = RequestContext::new(Method::PATCH.as_str(), table);
+        let response = self
+            .write(Method::PATCH, table, Some(sys_id), fields, false, returning)
+            .await?;
+        decode_record(&context, response.status, &response.headers, &response.body)
+    }
+
     /// Updates fields without asking for the record back (`X-no-response-body: true`).
     pub async fn patch_quiet(
         &self,
@@ -388,7 +405,7 @@ impl Client {
         sys_id: &str,
         fields: &Map<String, Value>,
     ) -> Result<(), Error> {
-        self.write(Method::PATCH, table, Some(sys_id), fields, true)
+        self.write(Method::PATCH, table, Some(sys_id), fields, true, &[])
             .await
             .map(|_| ())
     }
@@ -407,11 +424,14 @@ impl Client {
         fields: &Map<String, Value>,
     ) -> Result<Record, Error> {
         let context = RequestContext::new(method.as_str(), table);
-        let response = self.write(method, table, sys_id, fields, false).await?;
+        let response = self
+            .write(method, table, sys_id, fields, false, &[])
+            .await?;
         decode_record(&context, response.status, &response.headers, &response.body)
     }
 
-    /// Sends one write (never retried on 5xx or timeouts: it may have committed).
+    /// Sends one write (never retried on 5xx or timeouts: it may have committed), asking for
+    /// the `returning` fields back (all when empty).
     async fn write(
         &self,
         method: Method,
@@ -419,8 +439,11 @@ impl Client {
         sys_id: Option<&str>,
         fields: &Map<String, Value>,
         quiet: bool,
+        returning: &[&str],
     ) -> Result<RawResponse, Error> {
-        let url = self.table_url(&method, table, sys_id)?;
+        let mut url = self.table_url(&method, table, sys_id)?;
+        let returning: Vec<String> = returning.iter().map(|f| (*f).to_owned()).collect();
+        Self::add_fields(&method, table, &mut url, &returning)?;
         let body = Self::write_body(&method, table, fields)?;
         self.execute(Call {
             method,

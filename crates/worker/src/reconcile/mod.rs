@@ -214,9 +214,16 @@ impl<'a> Pass<'a> {
         note: String,
     ) -> Result<Record, PassError> {
         fields.insert("work_notes".into(), Json::String(note));
+        // Only what the pass reads back: the new version, whether the incident ended, and the
+        // priority ServiceNow computed.
         let record = self
             .client
-            .patch("incident", &self.job.sys_id, &fields)
+            .patch_returning(
+                "incident",
+                &self.job.sys_id,
+                &fields,
+                &["sys_mod_count", "state", "priority"],
+            )
             .await?;
         self.wrote = true;
         if let Some(version) = record
