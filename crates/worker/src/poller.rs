@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(
             q,
             "sys_updated_on>=2026-11-28 10:00:00^priorityIN1,2^stateIN1,2\
-             ^assignment_groupIN0123456789abcdef0123456789abcdef^ORassignment_group.name=platform sre\
+             ^assignment_groupIN0123456789abcdef0123456789abcdef^ORassignment_group.name=Platform SRE\
              ^category=software\
              ^NQsys_updated_on>=2026-11-28 10:00:00^cmdb_ci.name=db-01\
              ^ORDERBYsys_created_on^ORDERBYsys_id"

@@ -158,11 +158,24 @@ fn contradiction(f: &IntakeFilter) -> Option<String> {
     None
 }
 
+/// The filter with its names case-folded, as matching compares them.
+fn folded(f: &IntakeFilter) -> IntakeFilter {
+    let fold = |v: &[String]| v.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
+    IntakeFilter {
+        assignment_groups: fold(&f.assignment_groups),
+        categories: fold(&f.categories),
+        subcategories: fold(&f.subcategories),
+        configuration_items: fold(&f.configuration_items),
+        ..f.clone()
+    }
+}
+
 /// Whether every incident `b` takes is also taken by `a` (as far as static analysis can tell).
 fn covers(a: &IntakeFilter, b: &IntakeFilter) -> bool {
     fn list<T: PartialEq>(a: &[T], b: &[T]) -> bool {
         a.is_empty() || (!b.is_empty() && b.iter().all(|x| a.contains(x)))
     }
+    let (a, b) = (&folded(a), &folded(b));
     a.when.is_none()
         && list(&a.priorities, &b.priorities)
         && list(&a.states, &b.states)
@@ -184,6 +197,7 @@ fn disjoint(a: &IntakeFilter, b: &IntakeFilter) -> bool {
     fn lists<T: PartialEq>(a: &[T], b: &[T]) -> bool {
         !a.is_empty() && !b.is_empty() && !a.iter().any(|x| b.contains(x))
     }
+    let (a, b) = (&folded(a), &folded(b));
     let excluded = |x: &IntakeFilter, y: &IntakeFilter| {
         x.title_contains_none
             .iter()

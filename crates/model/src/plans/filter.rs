@@ -53,13 +53,14 @@ pub struct IntakeFilter {
     pub priorities: Vec<Priority>,
     /// See [`IntakeConfig::states`].
     pub states: Vec<State>,
-    /// Lowercased names or sys_ids.
+    /// Names or sys_ids, as written (compared ignoring case; the poller sends them to
+    /// ServiceNow as written, since encoded queries may compare case-sensitively).
     pub assignment_groups: Vec<String>,
-    /// Lowercased.
+    /// As written (compared ignoring case).
     pub categories: Vec<String>,
-    /// Lowercased.
+    /// As written (compared ignoring case).
     pub subcategories: Vec<String>,
-    /// Lowercased names or sys_ids.
+    /// Names or sys_ids, as written (compared ignoring case).
     pub configuration_items: Vec<String>,
     /// Lowercased.
     pub title_contains_any: Vec<String>,
@@ -98,12 +99,12 @@ impl IntakeFilter {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let lower = |key: &str, items: &[String]| -> Result<Vec<String>, (String, String)> {
+        let trimmed = |key: &str, items: &[String]| -> Result<Vec<String>, (String, String)> {
             items
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let t = s.trim().to_lowercase();
+                    let t = s.trim().to_owned();
                     if t.is_empty() {
                         Err((format!("{key}[{i}]"), "must not be empty".to_owned()))
                     } else {
@@ -112,6 +113,12 @@ impl IntakeFilter {
                 })
                 .collect()
         };
+        let lower = |key: &str, items: &[String]| -> Result<Vec<String>, (String, String)> {
+            Ok(trimmed(key, items)?
+                .into_iter()
+                .map(|t| t.to_lowercase())
+                .collect())
+        };
         let when = match &config.when {
             None => None,
             Some(src) => Some(Expr::compile(src).map_err(|e| ("when".to_owned(), e.to_string()))?),
@@ -119,10 +126,10 @@ impl IntakeFilter {
         Ok(IntakeFilter {
             priorities: config.priorities.clone(),
             states,
-            assignment_groups: lower("assignment_groups", &config.assignment_groups)?,
-            categories: lower("categories", &config.categories)?,
-            subcategories: lower("subcategories", &config.subcategories)?,
-            configuration_items: lower("configuration_items", &config.configuration_items)?,
+            assignment_groups: trimmed("assignment_groups", &config.assignment_groups)?,
+            categories: trimmed("categories", &config.categories)?,
+            subcategories: trimmed("subcategories", &config.subcategories)?,
+            configuration_items: trimmed("configuration_items", &config.configuration_items)?,
             title_contains_any: lower("title_contains_any", &config.title_contains_any)?,
             title_contains_all: lower("title_contains_all", &config.title_contains_all)?,
             title_contains_none: lower("title_contains_none", &config.title_contains_none)?,
@@ -263,7 +270,10 @@ fn reference_criterion(
     }
     let value = incident.record.value(field).unwrap_or("").to_lowercase();
     let display = incident.record.display(field).unwrap_or("").to_lowercase();
-    if !wanted.iter().any(|w| *w == value || *w == display) {
+    if !wanted.iter().any(|w| {
+        let w = w.to_lowercase();
+        w == value || w == display
+    }) {
         let shown = if display.is_empty() && value.is_empty() {
             "empty".to_owned()
         } else if display != value && !display.is_empty() {
@@ -292,7 +302,7 @@ fn value_criterion(
         return;
     }
     let value = incident.record.value(field).unwrap_or("").to_lowercase();
-    if !wanted.contains(&value) {
+    if !wanted.iter().any(|w| w.to_lowercase() == value) {
         out.push(Mismatch {
             criterion,
             explanation: format!(
