@@ -7,6 +7,7 @@
 
 mod ingress;
 mod scaling;
+mod soak;
 mod stats;
 mod worker;
 
@@ -32,6 +33,9 @@ enum Command {
     Worker(worker::Args),
     /// Passes per second with 1, 2 and 4 `nowpilot worker` processes sharing the partitions.
     Scaling(scaling::Args),
+    /// The whole path (sim, ingress, worker on RabbitMQ) at a constant fraction of its
+    /// capacity for a bounded time: memory growth and latency drift.
+    Soak(soak::Args),
 }
 
 #[tokio::main]
@@ -41,5 +45,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingress(args) => ingress::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Scaling(args) => scaling::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     }
 }

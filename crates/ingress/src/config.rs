@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
+pub use byte_size::ByteSize;
+
+use crate::client_addr::Cidr;
+use crate::tls::TlsSetup;
 use crate::verify::{SigningKey, Verifier};
 
 /// Largest secrets file read; anything bigger is almost surely the wrong file.
@@ -73,6 +76,34 @@ pub struct IngressConfig {
     /// default 100000.
     #[serde(default = "default_dedupe_capacity")]
     pub dedupe_capacity: usize,
+    /// Requests per second one client address may send, sustained (default 200); `0` turns
+    /// rate limiting off. Over it, requests are answered `429` with `Retry-After` before the
+    /// body is read or the signature checked. Applies to everything on the ingress listener.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Requests one client address may send at once before the sustained rate applies
+    /// (default 400).
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// Client addresses never rate limited, as IP addresses or CIDR blocks. Default
+    /// `["127.0.0.0/8", "::1/128"]`: a peer on the same host is a local tool or a sidecar
+    /// proxy, whose clients all share its address (list a sidecar in `trusted_proxies`
+    /// instead, so its clients are limited one by one). `[]` limits loopback too.
+    #[serde(default = "default_rate_limit_exempt")]
+    pub rate_limit_exempt: Vec<String>,
+    /// Load balancers and proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` is
+    /// believed when rate limiting: the client is the rightmost address in it that is not
+    /// itself a trusted proxy. From any other peer the header is ignored. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// A PEM certificate chain (leaf first). With `tls_key_file`, the ingress serves HTTPS
+    /// (TLS 1.2 and 1.3, rustls) instead of plain HTTP; `SIGHUP` re-reads both files.
+    /// Relative paths are resolved like `secrets_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// The `[ingress.body_signature]` section: the body-only HMAC scheme.
@@ -112,6 +143,15 @@ fn default_shutdown_grace() -> Duration {
 fn default_dedupe_capacity() -> usize {
     100_000
 }
+fn default_rate_limit() -> u32 {
+    200
+}
+fn default_rate_limit_burst() -> u32 {
+    400
+}
+fn default_rate_limit_exempt() -> Vec<String> {
+    vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]
+}
 
 impl Default for IngressConfig {
     fn default() -> Self {
@@ -128,92 +168,13 @@ impl Default for IngressConfig {
             shutdown_grace: default_shutdown_grace(),
             drain_delay: Duration::ZERO,
             dedupe_capacity: default_dedupe_capacity(),
+            rate_limit: default_rate_limit(),
+            rate_limit_burst: default_rate_limit_burst(),
+            rate_limit_exempt: default_rate_limit_exempt(),
+            trusted_proxies: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
-    }
-}
-
-/// A size in bytes, written as a number or as a string with a unit (`B`, `kB`/`KB`, `KiB`,
-/// `MB`, `MiB`, `GB`, `GiB`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses `"256KiB"`, `"1 MiB"`, `"65536"`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let digits_end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(digits_end);
-        if number.is_empty() {
-            return Err(format!(
-                "`{text}` is not a size (expected e.g. 262144 or \"256KiB\")"
-            ));
-        }
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
-        let multiplier: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "kB" | "KB" => 1000,
-            "KiB" => 1024,
-            "MB" => 1_000_000,
-            "MiB" => 1024 * 1024,
-            "GB" => 1_000_000_000,
-            "GiB" => 1024 * 1024 * 1024,
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` (use B, kB, KiB, MB, MiB, GB or GiB)"
-                ));
-            }
-        };
-        number
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{text}` is too large"))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
-            write!(f, "{}MiB", n / (1024 * 1024))
-        } else if n >= 1024 && n.is_multiple_of(1024) {
-            write!(f, "{}KiB", n / 1024)
-        } else {
-            write!(f, "{n}B")
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ByteSizeVisitor;
-        impl Visitor<'_> for ByteSizeVisitor {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size in bytes, or a string such as \"256KiB\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                ByteSize::parse(v).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(ByteSizeVisitor)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
     }
 }
 
@@ -265,6 +226,11 @@ pub struct IngressSettings {
     pub(crate) drain_delay: Duration,
     pub(crate) dedupe_capacity: usize,
     pub(crate) dedupe_ttl: Duration,
+    /// `(per second, burst)`, or `None` when rate limiting is off.
+    pub(crate) rate_limit: Option<(u32, u32)>,
+    pub(crate) rate_limit_exempt: Vec<Cidr>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) tls: Option<TlsSetup>,
 }
 
 impl fmt::Debug for IngressSettings {
@@ -279,6 +245,10 @@ impl fmt::Debug for IngressSettings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("drain_delay", &self.drain_delay)
             .field("dedupe_capacity", &self.dedupe_capacity)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_exempt", &self.rate_limit_exempt)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -297,6 +267,11 @@ impl IngressSettings {
     /// How long in-flight work may take to finish on shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         self.shutdown_grace
+    }
+
+    /// Whether the ingress serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
 
@@ -382,6 +357,38 @@ impl IngressConfig {
             echo_users.push(user.to_owned());
         }
 
+        let rate_limit = match (self.rate_limit, self.rate_limit_burst) {
+            (0, _) => None,
+            (_, 0) => {
+                return Err(invalid(
+                    "ingress.rate_limit_burst",
+                    "must be at least 1 (or set rate_limit = 0 to turn rate limiting off)",
+                ));
+            }
+            (rate, burst) => Some((rate, burst)),
+        };
+        let rate_limit_exempt = cidrs(&self.rate_limit_exempt, "ingress.rate_limit_exempt")?;
+        let trusted_proxies = cidrs(&self.trusted_proxies, "ingress.trusted_proxies")?;
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(
+                TlsSetup::load(&base_dir.join(cert), &base_dir.join(key))
+                    .map_err(|e| invalid(e.key, e.reason))?,
+            ),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "ingress.tls_key_file",
+                    "is required with tls_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "ingress.tls_cert_file",
+                    "is required with tls_key_file",
+                ));
+            }
+        };
+
         let tolerance_secs = i64::try_from(self.tolerance.as_secs()).unwrap_or(i64::MAX);
         Ok(IngressSettings {
             listen: self.listen,
@@ -394,6 +401,10 @@ impl IngressConfig {
             drain_delay: self.drain_delay,
             dedupe_capacity: self.dedupe_capacity,
             dedupe_ttl: self.tolerance,
+            rate_limit,
+            rate_limit_exempt,
+            trusted_proxies,
+            tls,
         })
     }
 }
@@ -451,6 +462,16 @@ impl BodySignatureConfig {
     }
 }
 
+fn cidrs(entries: &[String], key: &str) -> Result<Vec<Cidr>, IngressConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            Cidr::parse(entry).map_err(|reason| invalid(format!("{key}[{i}]"), reason))
+        })
+        .collect()
+}
+
 /// Decodes `whsec_<base64>` into a signing key. Errors never include the value.
 fn parse_whsec(secret: &str, key: &str) -> Result<SigningKey, IngressConfigError> {
     use base64::Engine as _;
@@ -487,5 +508,6 @@ fn read_secret_file(path: &Path, key: &str) -> Result<String, IngressConfigError
     Ok(text)
 }
 
+mod byte_size;
 #[cfg(test)]
 mod tests;

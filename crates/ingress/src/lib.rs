@@ -6,11 +6,14 @@
 //! (echoes) and repeated deliveries (per-process dedupe by `webhook-id`), publishes an
 //! [`nowpilot_model::EventEnvelope`] and answers `202` only once the broker confirmed it.
 //! Every refusal is a JSON `{code, message}` with the matching status (400, 401, 413, 415,
-//! 422, 503 + `Retry-After`). `/healthz`, `/readyz` and `/metrics` serve operators.
+//! 422, 429 and 503 + `Retry-After`). `/healthz`, `/readyz` and `/metrics` serve operators.
 //!
 //! Layout:
 //! - [`config`]: the `[ingress]` section and its validated form;
 //! - `verify`: the signature schemes;
+//! - `rate_limit` and `client_addr`: the per-address limit (429) and who the client is behind
+//!   trusted proxies;
+//! - `tls`: HTTPS with rustls when a certificate is configured;
 //! - `dedupe`: the bounded, expiring memory of delivered ids;
 //! - `webhook`: the request pipeline, check by check;
 //! - `server`: router, state, probes and the serve loop with graceful shutdown;
@@ -36,12 +39,17 @@
 //! # }
 //! ```
 
+mod client_addr;
 pub mod config;
 mod dedupe;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod publisher;
+mod rate_limit;
 mod response;
 mod server;
 pub mod telemetry;
+mod tls;
 mod verify;
 mod webhook;
 

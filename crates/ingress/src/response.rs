@@ -46,6 +46,9 @@ pub(crate) enum Refusal {
     Timeout,
     NotFound,
     MethodNotAllowed,
+    RateLimited {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -139,10 +142,12 @@ impl Refusal {
             Refusal::Timeout => Outcome::Timeout,
             Refusal::NotFound => Outcome::NotFound,
             Refusal::MethodNotAllowed => Outcome::MethodNotAllowed,
+            Refusal::RateLimited { .. } => Outcome::RateLimited,
         }
     }
 
-    /// The response; `retry_after_secs` goes into `Retry-After` on 503s.
+    /// The response; `retry_after_secs` goes into `Retry-After` on 503s (a 429 carries its
+    /// own).
     pub(crate) fn into_response(self, retry_after_secs: u64) -> Response {
         let outcome = self.outcome();
         let (status, code, message): (StatusCode, &str, String) = match &self {
@@ -198,12 +203,22 @@ impl Refusal {
                 "method_not_allowed",
                 "this endpoint does not accept that method".into(),
             ),
+            Refusal::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from this address; retry after {retry_after_secs} s"),
+            ),
         };
         let mut response = error_response(status, code, &message, outcome);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            Refusal::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(retry_after_secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -17,11 +17,14 @@ use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{info, warn};
 
+use crate::client_addr::PeerAddr;
 use crate::config::{IngressConfig, IngressConfigError, IngressSettings};
 use crate::dedupe::Dedupe;
 use crate::publisher::EventPublisher;
+use crate::rate_limit::{self, RateLimiter};
 use crate::response::Refusal;
 use crate::telemetry::{self, Outcome};
+use crate::tls::{self, TlsListener};
 use crate::webhook;
 
 /// Renders the process's metrics in Prometheus text format (the binary owns the recorder).
@@ -55,6 +58,7 @@ struct StateInner {
     tracker: TaskTracker,
     shutting_down: AtomicBool,
     retry_after_secs: u64,
+    rate_limiter: Option<RateLimiter>,
 }
 
 impl IngressState {
@@ -72,8 +76,12 @@ impl IngressState {
             .as_secs()
             .saturating_add(u64::from(settings.retry_after.subsec_nanos() > 0))
             .max(1);
+        let rate_limiter = settings
+            .rate_limit
+            .map(|(per_second, burst)| RateLimiter::new(per_second, burst));
         IngressState {
             inner: Arc::new(StateInner {
+                rate_limiter,
                 settings,
                 publisher,
                 render_metrics,
@@ -118,6 +126,9 @@ impl IngressState {
     }
     pub(crate) fn retry_after_secs(&self) -> u64 {
         self.inner.retry_after_secs
+    }
+    pub(crate) fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.inner.rate_limiter.as_ref()
     }
 }
 
@@ -234,38 +245,74 @@ pub async fn serve(
 }
 
 /// Like [`serve`], with `app` as the router: [`router`]`(state)` plus the caller's routes
-/// (the CLI adds the status page). The shutdown sequence is the same.
+/// (the CLI adds the status page). The shutdown sequence is the same. Everything `app` serves
+/// is behind the per-address rate limit, and served over HTTPS when TLS is configured.
 pub async fn serve_router(
     state: IngressState,
     app: axum::Router,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
+    let tls = state.settings().tls.clone();
+    if let Ok(addr) = listener.local_addr() {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(%addr, scheme, "ingress listening");
+    }
+    let app = app
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
+        .into_make_service_with_connect_info::<PeerAddr>();
+    let signal = shutdown_signal(&state, &shutdown);
+    match tls {
+        None => {
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future();
+            drive(state, server, shutdown).await
+        }
+        Some(tls) => {
+            tls::reload_on_sighup(Arc::clone(&tls.cert), shutdown.clone());
+            let listener = TlsListener::new(listener, tls.config).map_err(IngressError::Serve)?;
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future();
+            drive(state, server, shutdown).await
+        }
+    }
+}
+
+/// Resolves when the server should stop accepting: readiness off first, then `drain_delay`.
+fn shutdown_signal(
+    state: &IngressState,
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let drain_delay = state.settings().drain_delay;
+    let state = state.clone();
+    let shutdown = shutdown.clone();
+    async move {
+        shutdown.cancelled().await;
+        state.begin_shutdown();
+        if !drain_delay.is_zero() {
+            info!(
+                ?drain_delay,
+                "readiness withdrawn; draining before closing the listener"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+        info!("closing the listener; finishing in-flight requests");
+    }
+}
+
+/// Runs `server` until `shutdown`, then bounds the drain and the publishes still running.
+async fn drive(
+    state: IngressState,
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
     let drain_delay = state.settings().drain_delay;
     let grace = state.settings().shutdown_grace;
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "ingress listening");
-    }
-
-    let signal = {
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            state.begin_shutdown();
-            if !drain_delay.is_zero() {
-                info!(
-                    ?drain_delay,
-                    "readiness withdrawn; draining before closing the listener"
-                );
-                tokio::time::sleep(drain_delay).await;
-            }
-            info!("closing the listener; finishing in-flight requests");
-        }
-    };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
     let mut server = std::pin::pin!(server);
 
     tokio::select! {

@@ -24,6 +24,8 @@ pub const IN_FLIGHT: &str = "nowpilot_ingress_in_flight";
 pub const DUPLICATES_TOTAL: &str = "nowpilot_ingress_duplicates_total";
 /// Callbacks dropped because nowpilot's own user made the change.
 pub const ECHOES_DROPPED_TOTAL: &str = "nowpilot_ingress_echoes_dropped_total";
+/// Requests refused with 429 because their client address was over its rate.
+pub const RATE_LIMITED_TOTAL: &str = "nowpilot_ingress_rate_limited_total";
 /// Webhook request duration by outcome.
 pub const REQUEST_DURATION_SECONDS: &str = "nowpilot_ingress_request_duration_seconds";
 
@@ -45,6 +47,10 @@ pub fn describe_metrics() {
     describe_counter!(
         ECHOES_DROPPED_TOTAL,
         "Callbacks dropped because nowpilot's own user made the change."
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused with 429: the client address was over its rate."
     );
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
@@ -68,6 +74,7 @@ pub(crate) enum Outcome {
     Timeout,
     NotFound,
     MethodNotAllowed,
+    RateLimited,
     Error,
 }
 
@@ -86,6 +93,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::NotFound => "not_found",
             Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Error => "error",
         }
     }
@@ -106,6 +114,12 @@ pub(crate) fn request_finished(outcome: Outcome, elapsed: Duration) {
 /// Counts a request outside the webhook route (404, 405): no duration histogram.
 pub(crate) fn request_refused(outcome: Outcome) {
     counter!(REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// Counts a request refused by the rate limiter (no duration histogram: it did no work).
+pub(crate) fn rate_limited() {
+    request_refused(Outcome::RateLimited);
+    counter!(RATE_LIMITED_TOTAL).increment(1);
 }
 
 /// Counts a failed verification.

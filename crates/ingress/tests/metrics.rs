@@ -44,6 +44,21 @@ async fn outcomes_failures_and_confirms_are_counted() {
         503
     );
     assert_eq!(server.get("/nope").await.0, 404);
+    // A second ingress that limits loopback: its 429s are counted without the address.
+    let limited = start(nowpilot_ingress::IngressConfig {
+        rate_limit: 1,
+        rate_limit_burst: 1,
+        rate_limit_exempt: vec![],
+        ..config()
+    })
+    .await;
+    let mut refused = 0;
+    while refused < 2 {
+        if limited.get("/healthz").await.0 == 429 {
+            refused += 1;
+        }
+    }
+    limited.stop().await;
 
     let (status, text) = server.get("/metrics").await;
     assert_eq!(status, 200);
@@ -95,9 +110,18 @@ async fn outcomes_failures_and_confirms_are_counted() {
             1.0,
         ),
         ("nowpilot_ingress_in_flight", 0.0),
+        ("nowpilot_ingress_rate_limited_total", 2.0),
+        (
+            "nowpilot_ingress_requests_total{outcome=\"rate_limited\"}",
+            2.0,
+        ),
     ];
     for (series, value) in expect {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
+    assert!(
+        !text.contains("127.0.0.1"),
+        "no address in any label:\n{text}"
+    );
     server.stop().await;
 }
