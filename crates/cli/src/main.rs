@@ -78,6 +78,11 @@ pub struct ConfigPath {
 pub struct Exit(pub u8);
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages on its arenas; where THP is `madvise`, a process
+    // that touches a few KiB here and there then holds whole 2 MiB pages (the idle ingress held
+    // 32 MiB of them). nowpilot's heap is small and churns: plain pages keep its footprint honest.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

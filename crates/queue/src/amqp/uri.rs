@@ -13,16 +13,30 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::redact_url;
 use crate::error::QueueError;
 
-/// Parses `url` and applies the heartbeat and connection timeout.
+/// The largest AMQP frame nowpilot proposes, unless the URL sets `frame_max`. lapin keeps
+/// two buffers of 32 frames per connection, zero-filled up front: at RabbitMQ's default of
+/// 128 KiB that is 8 MiB of resident memory per connection; at 32 KiB, 2 MiB. Events are a
+/// few KiB, and a larger body simply travels in several frames.
+const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
+
+/// Parses `url` and applies the heartbeat, the connection timeout and the frame size.
 pub(crate) fn parse(
     url: &SecretString,
     heartbeat: Duration,
     connect_timeout: Duration,
 ) -> Result<AMQPUri, QueueError> {
+    parse_url(url, heartbeat, connect_timeout)
+        .map_err(|reason| QueueError::Config(format!("queue.url: {reason}")))
+}
+
+/// [`parse`], failing with the reason alone (the redacted URL and what is wrong with it).
+pub(crate) fn parse_url(
+    url: &SecretString,
+    heartbeat: Duration,
+    connect_timeout: Duration,
+) -> Result<AMQPUri, String> {
     let raw = url.expose_secret();
-    let invalid = |what: &str| {
-        QueueError::Config(format!("queue.url {} is invalid: {what}", redact_url(raw)))
-    };
+    let invalid = |what: &str| format!("{} is invalid: {what}", redact_url(raw));
     let parsed = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(parsed.scheme(), "amqp" | "amqps") {
         return Err(invalid("the scheme must be amqp or amqps"));
@@ -45,6 +59,9 @@ pub(crate) fn parse(
     );
     uri.query.connection_timeout =
         Some(u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX));
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
+    }
     Ok(uri)
 }
 
@@ -66,6 +83,18 @@ mod tests {
         assert_eq!(uri.vhost, "/");
         assert_eq!(uri.query.heartbeat, Some(15));
         assert_eq!(uri.query.connection_timeout, Some(5000));
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
+    }
+
+    #[test]
+    fn a_frame_max_in_the_url_wins() {
+        let uri = parse(
+            &SecretString::from("amqp://u:p@127.0.0.1:5672/%2f?frame_max=131072"),
+            Duration::from_secs(15),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
     }
 
     #[test]

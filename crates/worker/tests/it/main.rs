@@ -10,5 +10,6 @@ mod admin;
 mod common;
 mod faults;
 mod flow;
+mod incident_urls;
 mod review;
 mod steps;
