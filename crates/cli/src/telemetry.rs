@@ -51,7 +51,11 @@ pub fn init_logging(config: &TelemetryConfig, default_override: Option<&str>) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.log_format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colored_stderr())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -64,6 +68,13 @@ pub fn init_logging(config: &TelemetryConfig, default_override: Option<&str>) {
     };
     // A second init (tests calling main twice) is harmless; keep the first subscriber.
     drop(result);
+}
+
+/// Colour only for a person at a terminal: a log file or a collector gets plain text
+/// (and `NO_COLOR` turns colour off everywhere).
+fn colored_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// Renders the Prometheus text exposition on demand.

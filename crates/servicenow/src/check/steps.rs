@@ -26,6 +26,7 @@ const ADVICE_INCIDENT_WRITE: &str = "give the integration user the itil role (or
 const ADVICE_JOURNAL: &str =
     "add the integration user's role to the sys_journal_field read ACL for structured history";
 const ADVICE_CHOICES: &str = "check that the integration user can read sys_choice and that incident close_code choices exist";
+const ADVICE_SERVER: &str = "the instance answered with a server error (down, upgrading, or overloaded): check its status page and try again; permissions are not the problem";
 const ADVICE_RATE_LIMIT: &str = "the instance rate-limits this user (System Web Services > REST > Rate Limit Rules); wait or raise the limit";
 
 pub(super) struct Run {
@@ -86,6 +87,7 @@ impl Run {
             Error::Forbidden { .. } | Error::NotFound { .. } => (FailureKind::Permission, own),
             Error::RateLimited { .. } => (FailureKind::RateLimited, ADVICE_RATE_LIMIT),
             Error::Config(_) => (FailureKind::Configuration, ADVICE_CONFIG),
+            Error::Server { .. } => (FailureKind::Unexpected, ADVICE_SERVER),
             _ => (FailureKind::Unexpected, own),
         };
         self.fail(name, kind, error.to_string(), advice);

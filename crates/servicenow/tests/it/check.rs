@@ -20,6 +20,8 @@ struct Instance {
     write_status: u16,
     journal_rows: bool,
     close_codes: bool,
+    /// The token endpoint answers 503 (the instance is down or upgrading).
+    token_unavailable: bool,
 }
 
 impl Default for Instance {
@@ -32,6 +34,7 @@ impl Default for Instance {
             write_status: 200,
             journal_rows: true,
             close_codes: true,
+            token_unavailable: false,
         }
     }
 }
@@ -58,6 +61,9 @@ fn acl_denied() -> Reply {
 async fn start(instance: Instance) -> Fake {
     Fake::start(move |r| {
         let i = &instance;
+        if r.is_token_call() && i.token_unavailable {
+            return Reply::raw(503, "<html><body>Service Unavailable</body></html>");
+        }
         if r.is_token_call() {
             return if i.token_ok { Reply::token("AT", None, 1800) } else { Reply::oauth_denied() };
         }
@@ -323,6 +329,28 @@ async fn wrong_oauth_credentials() {
             .contains("glide.oauth.inbound.client.credential.grant_type.enabled=true")
     );
     assert!(!format!("{report:?}").contains("bad-secret"));
+}
+
+#[tokio::test]
+async fn a_token_endpoint_outage_is_not_blamed_on_permissions() {
+    let fake = start(Instance {
+        token_unavailable: true,
+        ..Instance::default()
+    })
+    .await;
+    let config = ServiceNowConfig::oauth(
+        fake.base.clone(),
+        "client-id",
+        SecretString::from("good-secret"),
+        Grant::ClientCredentials,
+    );
+    let report = check(&config).await;
+    let failed = report.failed_check().unwrap();
+    assert_eq!(failed.name, CheckName::Credentials);
+    let advice = failed.advice.as_deref().unwrap();
+    assert!(!advice.contains("role"), "{advice}");
+    assert!(advice.contains("server error"), "{advice}");
+    assert!(failed.detail.contains("503"), "{}", failed.detail);
 }
 
 #[tokio::test]
