@@ -187,7 +187,11 @@ impl Tracker {
                 totals.missing += track
                     .changes
                     .iter()
-                    .filter(|c| c.committed_us.is_some() && c.verdict == Verdict::Pending)
+                    .filter(|c| {
+                        c.note.is_some()
+                            && c.committed_us.is_some()
+                            && c.verdict == Verdict::Pending
+                    })
                     .count() as u64;
             }
             !settled
