@@ -21,5 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let wire = serde_json::to_vec(&envelope).expect("an envelope always serializes");
     let back: EventEnvelope = serde_json::from_slice(&wire).expect("a published envelope decodes");
     let again = serde_json::to_vec(&back).expect("serializes again");
-    assert_eq!(wire, again, "the envelope changed on its way through the queue");
+    assert_eq!(
+        wire, again,
+        "the envelope changed on its way through the queue"
+    );
 });

@@ -90,24 +90,84 @@ fuzz_target!(|input: Input| {
     let mut orders = 0usize;
     for op in ops.iter().take(16) {
         q = match op {
-            Op::Eq(f, v) => { cond(&mut expected, f, Operator::Eq, vec![v.clone()], false); q.eq(f, v) }
-            Op::Ne(f, v) => { cond(&mut expected, f, Operator::Ne, vec![v.clone()], false); q.ne(f, v) }
-            Op::Like(f, v) => { cond(&mut expected, f, Operator::Like, vec![v.clone()], false); q.like(f, v) }
-            Op::NotLike(f, v) => { cond(&mut expected, f, Operator::NotLike, vec![v.clone()], false); q.not_like(f, v) }
-            Op::StartsWith(f, v) => { cond(&mut expected, f, Operator::StartsWith, vec![v.clone()], false); q.starts_with(f, v) }
-            Op::EndsWith(f, v) => { cond(&mut expected, f, Operator::EndsWith, vec![v.clone()], false); q.ends_with(f, v) }
-            Op::Gte(f, v) => { cond(&mut expected, f, Operator::Ge, vec![v.clone()], false); q.gte(f, v) }
-            Op::Lte(f, v) => { cond(&mut expected, f, Operator::Le, vec![v.clone()], false); q.lte(f, v) }
-            Op::Gt(f, v) => { cond(&mut expected, f, Operator::Gt, vec![v.clone()], false); q.gt(f, v) }
-            Op::Lt(f, v) => { cond(&mut expected, f, Operator::Lt, vec![v.clone()], false); q.lt(f, v) }
-            Op::OrEq(f, v) => { cond(&mut expected, f, Operator::Eq, vec![v.clone()], true); q.or_eq(f, v) }
-            Op::In(f, vs) => { cond(&mut expected, f, Operator::In, vs.clone(), false); q.in_list(f, vs) }
-            Op::NotIn(f, vs) => { cond(&mut expected, f, Operator::NotIn, vs.clone(), false); q.not_in(f, vs) }
-            Op::IsEmpty(f) => { cond(&mut expected, f, Operator::IsEmpty, vec![], false); q.is_empty(f) }
-            Op::IsNotEmpty(f) => { cond(&mut expected, f, Operator::IsNotEmpty, vec![], false); q.is_not_empty(f) }
-            Op::NewQuery => { expected.push(Vec::new()); q.new_query() }
-            Op::OrderBy(f) => { orders += 1; q.order_by(f) }
-            Op::OrderByDesc(f) => { orders += 1; q.order_by_desc(f) }
+            Op::Eq(f, v) => {
+                cond(&mut expected, f, Operator::Eq, vec![v.clone()], false);
+                q.eq(f, v)
+            }
+            Op::Ne(f, v) => {
+                cond(&mut expected, f, Operator::Ne, vec![v.clone()], false);
+                q.ne(f, v)
+            }
+            Op::Like(f, v) => {
+                cond(&mut expected, f, Operator::Like, vec![v.clone()], false);
+                q.like(f, v)
+            }
+            Op::NotLike(f, v) => {
+                cond(&mut expected, f, Operator::NotLike, vec![v.clone()], false);
+                q.not_like(f, v)
+            }
+            Op::StartsWith(f, v) => {
+                cond(
+                    &mut expected,
+                    f,
+                    Operator::StartsWith,
+                    vec![v.clone()],
+                    false,
+                );
+                q.starts_with(f, v)
+            }
+            Op::EndsWith(f, v) => {
+                cond(&mut expected, f, Operator::EndsWith, vec![v.clone()], false);
+                q.ends_with(f, v)
+            }
+            Op::Gte(f, v) => {
+                cond(&mut expected, f, Operator::Ge, vec![v.clone()], false);
+                q.gte(f, v)
+            }
+            Op::Lte(f, v) => {
+                cond(&mut expected, f, Operator::Le, vec![v.clone()], false);
+                q.lte(f, v)
+            }
+            Op::Gt(f, v) => {
+                cond(&mut expected, f, Operator::Gt, vec![v.clone()], false);
+                q.gt(f, v)
+            }
+            Op::Lt(f, v) => {
+                cond(&mut expected, f, Operator::Lt, vec![v.clone()], false);
+                q.lt(f, v)
+            }
+            Op::OrEq(f, v) => {
+                cond(&mut expected, f, Operator::Eq, vec![v.clone()], true);
+                q.or_eq(f, v)
+            }
+            Op::In(f, vs) => {
+                cond(&mut expected, f, Operator::In, vs.clone(), false);
+                q.in_list(f, vs)
+            }
+            Op::NotIn(f, vs) => {
+                cond(&mut expected, f, Operator::NotIn, vs.clone(), false);
+                q.not_in(f, vs)
+            }
+            Op::IsEmpty(f) => {
+                cond(&mut expected, f, Operator::IsEmpty, vec![], false);
+                q.is_empty(f)
+            }
+            Op::IsNotEmpty(f) => {
+                cond(&mut expected, f, Operator::IsNotEmpty, vec![], false);
+                q.is_not_empty(f)
+            }
+            Op::NewQuery => {
+                expected.push(Vec::new());
+                q.new_query()
+            }
+            Op::OrderBy(f) => {
+                orders += 1;
+                q.order_by(f)
+            }
+            Op::OrderByDesc(f) => {
+                orders += 1;
+                q.order_by_desc(f)
+            }
         };
     }
     let Ok(text) = q.build() else {

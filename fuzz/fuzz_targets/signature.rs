@@ -45,12 +45,17 @@ fn tag(key: &[u8], parts: &[&[u8]]) -> String {
 fuzz_target!(|input: Input| {
     let mut headers = HeaderMap::new();
     for (name, value) in &input.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
             headers.append(name, value);
         }
     }
     let ts = NOW.saturating_add(i64::from(input.skew));
-    let ts_text = input.timestamp_text.clone().unwrap_or_else(|| ts.to_string());
+    let ts_text = input
+        .timestamp_text
+        .clone()
+        .unwrap_or_else(|| ts.to_string());
     let mut signed_ok = false;
     if input.sign {
         if input.body_scheme {
@@ -60,7 +65,16 @@ fuzz_target!(|input: Input| {
                 signed_ok = true;
             }
         } else {
-            let sig = tag(KEY, &[input.id.as_bytes(), b".", ts_text.as_bytes(), b".", &input.body]);
+            let sig = tag(
+                KEY,
+                &[
+                    input.id.as_bytes(),
+                    b".",
+                    ts_text.as_bytes(),
+                    b".",
+                    &input.body,
+                ],
+            );
             let mut entries: Vec<String> = input.decoys.iter().take(4).cloned().collect();
             entries.push(format!("v1,{sig}"));
             let values = (
@@ -99,7 +113,10 @@ fuzz_target!(|input: Input| {
     if signed_ok && !input.tamper_body && input.body_scheme {
         // The body-only scheme has no timestamp or id to get wrong; a Standard Webhooks
         // header the fuzzer added takes precedence (no downgrade), so only then it may fail.
-        assert!(result.is_ok() || headers.contains_key("webhook-signature"), "{result:?}");
+        assert!(
+            result.is_ok() || headers.contains_key("webhook-signature"),
+            "{result:?}"
+        );
     }
     if signed_ok && !input.tamper_body && !input.body_scheme {
         let id = input.id.trim();
@@ -117,7 +134,10 @@ fuzz_target!(|input: Input| {
             .take(4)
             .all(|d| d.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         if id_ok && ts_ok && decoys_ok {
-            assert!(result.is_ok(), "refused a correctly signed request: {result:?} {headers:?}");
+            assert!(
+                result.is_ok(),
+                "refused a correctly signed request: {result:?} {headers:?}"
+            );
         }
     }
 });

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use nowpilot_config::{ConfigError, ConfigSource, Loaded};
-use nowpilot_ingress::IngressConfig;
+use nowpilot_ingress::{IngressConfig, IngressSettings};
 use nowpilot_model::plans::{PlanConfig, PlanSet};
 use nowpilot_queue::QueueConfig;
 use nowpilot_servicenow::ServiceNowConfig;
@@ -77,6 +77,26 @@ pub fn worker_settings(
     Ok((plans, settings))
 }
 
+/// Validates `ingress` (the loaded `[ingress]` section, possibly completed by the caller), with
+/// errors attributed to where the key was written.
+pub fn ingress_settings(
+    loaded: &Loaded<NowpilotConfig>,
+    ingress: &IngressConfig,
+) -> Result<IngressSettings, ConfigError> {
+    ingress
+        .validate_in(&loaded.base_dir)
+        .map_err(|e| loaded.error(e.key(), e.reason()))
+}
+
+/// Checks the `[queue]` section, with errors attributed to where the key was written.
+pub fn check_queue(loaded: &Loaded<NowpilotConfig>) -> Result<(), ConfigError> {
+    loaded
+        .config
+        .queue
+        .check()
+        .map_err(|e| loaded.error(e.key, e.reason))
+}
+
 impl NowpilotConfig {
     /// The user whose changes are nowpilot's own (echoes): the connection's Basic or password
     /// user, when there is one.
@@ -88,7 +108,25 @@ impl NowpilotConfig {
 /// Loads the configuration. The default file may be absent (defaults and environment only);
 /// a file the user named must exist.
 pub fn load(config: &ConfigPath) -> Result<Loaded<NowpilotConfig>, ConfigError> {
-    load_path(&config.path, !config.explicit)
+    let loaded = load_path(&config.path, !config.explicit)?;
+    check_telemetry(&loaded)?;
+    Ok(loaded)
+}
+
+/// Refuses a log filter that does not parse: logging would otherwise fall back to `info`
+/// silently, and the operator would never see the `debug` lines they asked for.
+fn check_telemetry(loaded: &Loaded<NowpilotConfig>) -> Result<(), ConfigError> {
+    let level = &loaded.config.telemetry.log_level;
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| {
+            loaded.error(
+                "telemetry.log_level",
+                format!(
+                    "{level:?} is not a log filter ({e}); write e.g. \"info\" or \"info,nowpilot=debug\""
+                ),
+            )
+        })
 }
 
 /// Loads `path`; when `optional`, a missing file means defaults and environment only.

@@ -12,6 +12,10 @@
 //! - Environment values are read as TOML values when they parse as one (`30`, `true`,
 //!   `["a","b"]`) and as strings otherwise; a value that parsed as a number where the config wants
 //!   a string (a numeric-looking password) is retried as the string it was.
+//! - A key that is set nowhere (a missing required key, a validation problem about a default) is
+//!   reported against the main file, which is where it should be added.
+//! - An error about a key whose name says it holds a secret (`*secret*`, `*password*`,
+//!   `*token*`) never quotes the value, even when the value has the wrong type.
 
 mod error;
 mod merge;
@@ -32,6 +36,14 @@ pub const ENV_PREFIX: &str = "NOWPILOT_";
 
 /// How deep `include` may nest.
 const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Largest configuration file read. Real ones are a few KiB; the bound is applied while
+/// reading, so naming a device or a pipe (`include = "/dev/zero"`) is an error, not a hang.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Parts of key names whose values are secrets (`ingress.secrets[0]`, `servicenow.password`,
+/// `admin.token`): errors about them name the key and the expected type, never the value.
+const SENSITIVE_KEY_PARTS: [&str; 3] = ["secret", "password", "token"];
 
 /// Where configuration comes from: an optional main file and the environment.
 #[derive(Debug, Clone, Default)]
@@ -70,11 +82,15 @@ impl<T> Loaded<T> {
         self.provenance.origin_of(key)
     }
 
-    /// An error about `key`, attributed to wherever it was set. For validation after loading.
+    /// An error about `key`, attributed to wherever it was set, or to the main file when it is
+    /// set nowhere (that is where it belongs). For validation after loading.
     pub fn error(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         let key = key.into();
         ConfigError::Invalid {
-            origin: self.origin_of(&key),
+            origin: or_main_file(
+                self.origin_of(&key),
+                self.files.first().map(PathBuf::as_path),
+            ),
             key,
             reason: reason.into(),
         }
@@ -108,7 +124,7 @@ pub fn load<T: DeserializeOwned>(source: &ConfigSource) -> Result<Loaded<T>, Con
         None => PathBuf::from("."),
     };
     let env_keys = apply_env(&source.env, &mut table, &mut provenance)?;
-    let config = deserialize(table, &provenance, &env_keys)?;
+    let config = deserialize(table, &provenance, &env_keys, source.path.as_deref())?;
     Ok(Loaded {
         config,
         base_dir,
@@ -124,7 +140,7 @@ pub fn from_toml_str<T: DeserializeOwned>(text: &str, name: &str) -> Result<T, C
     let mut provenance = Provenance::default();
     let mut merged = Table::new();
     merge_file(&mut merged, table, &path, &mut provenance)?;
-    deserialize(merged, &provenance, &BTreeMap::new())
+    deserialize(merged, &provenance, &BTreeMap::new(), Some(&path))
 }
 
 fn read_with_includes(
@@ -149,10 +165,7 @@ fn read_with_includes(
             reason: format!("includes nest deeper than {MAX_INCLUDE_DEPTH} levels"),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text = read_file(path)?;
     let mut table = parse_toml(&text, path)?;
     files.push(path.to_path_buf());
 
@@ -196,10 +209,41 @@ fn read_with_includes(
                 reason: format!("included file {} does not exist", included.display()),
             });
         }
-        read_with_includes(&included, into, provenance, files, stack)?;
+        read_with_includes(&included, into, provenance, files, stack).map_err(|e| match e {
+            // An included file that cannot be read is a problem of the `include` naming it.
+            ConfigError::Io {
+                path: io_path,
+                reason,
+            } if io_path == included => ConfigError::Invalid {
+                origin: Origin::File(path.to_path_buf()),
+                key: "include".into(),
+                reason: format!("cannot read {}: {reason}", included.display()),
+            },
+            other => other,
+        })?;
     }
     stack.pop();
     Ok(())
+}
+
+/// Reads a configuration file, at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read as _;
+    let io = |reason: String| ConfigError::Io {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| io(e.to_string()))?;
+    if read as u64 > MAX_FILE_BYTES {
+        return Err(io(format!(
+            "larger than {} MiB; is this the right file?",
+            MAX_FILE_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(text)
 }
 
 fn parse_toml(text: &str, path: &Path) -> Result<Table, ConfigError> {
@@ -299,6 +343,7 @@ fn deserialize<T: DeserializeOwned>(
     mut table: Table,
     provenance: &Provenance,
     env_keys: &BTreeMap<String, String>,
+    main_file: Option<&Path>,
 ) -> Result<T, ConfigError> {
     // Each retry turns one env-typed guess back into a string; bounded by the number of env keys.
     let mut retried = std::collections::BTreeSet::new();
@@ -318,15 +363,63 @@ fn deserialize<T: DeserializeOwned>(
                         continue;
                     }
                 }
-                let reason = err.into_inner().message().trim().to_owned();
+                let message = err.into_inner().message().trim().to_owned();
+                let reason = if is_sensitive(&key) {
+                    redact_value(&message)
+                } else {
+                    message
+                };
                 return Err(ConfigError::Invalid {
-                    origin: provenance.origin_of(&key),
+                    origin: or_main_file(provenance.origin_of(&key), main_file),
                     key,
                     reason,
                 });
             }
         }
     }
+}
+
+/// `origin`, or the main file when the key is set nowhere.
+fn or_main_file(origin: Origin, main_file: Option<&Path>) -> Origin {
+    match (origin, main_file) {
+        (Origin::Default, Some(path)) => Origin::File(path.to_path_buf()),
+        (origin, _) => origin,
+    }
+}
+
+/// Whether a dotted key names a secret (any segment contains a [`SENSITIVE_KEY_PARTS`] word).
+fn is_sensitive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// A deserialization message about a secret, without the value. serde writes
+/// `invalid type: string "<value>", expected a sequence`; this keeps the kind of value and what
+/// was expected. Messages that quote no value (unknown or missing field) are kept; any other
+/// message might quote it, so it is replaced.
+fn redact_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // The expected part comes last and describes a type, never the value.
+            let (unexpected, expected) = match rest.rfind(", expected ") {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            let kind = unexpected
+                .split(['"', '`', '\''])
+                .next()
+                .unwrap_or("")
+                .trim();
+            return format!("{prefix}{kind} (value not shown: it is a secret){expected}");
+        }
+    }
+    if ["unknown field", "missing field", "invalid length"]
+        .iter()
+        .any(|start| message.starts_with(start))
+    {
+        return message.to_owned();
+    }
+    "invalid value (not shown: it is a secret)".to_owned()
 }
 
 #[cfg(test)]

@@ -15,8 +15,22 @@ impl Provenance {
         self.0.insert(key.to_owned(), origin);
     }
 
-    /// The origin of `key`, or of its closest ancestor that has one.
+    /// The origin of `key`; else of a key below it (an environment variable that turned a value
+    /// into a section: `NOWPILOT_WORKER__QUICKSTART__ON` for `worker.quickstart`); else of its
+    /// closest ancestor that has one.
     pub(crate) fn origin_of(&self, key: &str) -> Origin {
+        if let Some(origin) = self.0.get(key) {
+            return origin.clone();
+        }
+        if !key.is_empty()
+            && let Some((_, origin)) = self
+                .0
+                .range::<str, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(key))
+                .find(|(k, _)| k[key.len()..].starts_with(['.', '[']))
+        {
+            return origin.clone();
+        }
         let mut k = key;
         loop {
             if let Some(origin) = self.0.get(k) {

@@ -188,3 +188,72 @@ fn no_file_means_defaults_and_env() {
     assert_eq!(loaded.config.queue.partitions, 3);
     assert!(loaded.config.servicenow.is_none());
 }
+
+#[test]
+fn secrets_of_the_wrong_type_are_not_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    // `secrets` is a list; a single string is the wrong type, and serde would quote it.
+    let main = write(
+        dir.path(),
+        "nowpilot.toml",
+        "[queue]\nsecrets = \"whsec_hunter2-in-a-file\"\n",
+    );
+    let err = load::<Config>(&source(&main, &[])).unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("queue.secrets"), "{msg}");
+    assert!(msg.contains("nowpilot.toml"), "{msg}");
+    assert!(msg.contains("expected a sequence"), "{msg}");
+
+    let main = write(dir.path(), "env.toml", "[queue]\npartitions = 1\n");
+    let err = load::<Config>(&source(
+        &main,
+        &[("NOWPILOT_QUEUE__SECRETS", "whsec_hunter2-in-env")],
+    ))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("NOWPILOT_QUEUE__SECRETS"), "{msg}");
+
+    // A numeric password where a string is wanted is retried as a string (no error at all);
+    // a list is an error that names the type only.
+    let main = write(
+        dir.path(),
+        "list.toml",
+        "[servicenow]\ninstance_url = \"https://x\"\npassword = [\"hunter2-list\"]\n",
+    );
+    let msg = load::<Config>(&source(&main, &[])).unwrap_err().to_string();
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("servicenow.password"), "{msg}");
+}
+
+#[test]
+fn keys_set_nowhere_are_reported_against_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "nowpilot.toml", "[servicenow]\n");
+    let msg = load::<Config>(&source(&main, &[])).unwrap_err().to_string();
+    assert!(msg.starts_with(&main.display().to_string()), "{msg}");
+    assert!(msg.contains("instance_url"), "{msg}");
+
+    let main = write(dir.path(), "ok.toml", "[queue]\npartitions = 1\n");
+    let loaded: Loaded<Config> = load(&source(&main, &[])).unwrap();
+    let msg = loaded.error("servicenow.timeout", "too long").to_string();
+    assert!(msg.starts_with(&main.display().to_string()), "{msg}");
+}
+
+#[test]
+fn files_that_never_end_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "nowpilot.toml", "include = \"/dev/zero\"\n");
+    let err = load::<Config>(&source(&main, &[])).unwrap_err();
+    assert_eq!(err.key(), Some("include"), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot read /dev/zero: larger than 4 MiB"),
+        "{msg}"
+    );
+    assert!(msg.starts_with(&main.display().to_string()), "{msg}");
+
+    let err = load::<Config>(&source(Path::new("/dev/zero"), &[])).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err}");
+}

@@ -20,6 +20,9 @@ use crate::verify::{SigningKey, Verifier};
 
 /// Largest secrets file read; anything bigger is almost surely the wrong file.
 const MAX_SECRETS_FILE_BYTES: u64 = 64 * 1024;
+/// The shortest accepted `whsec_` key, in decoded bytes (128 bits). Standard Webhooks asks for
+/// 24 to 64 random bytes; the documented `openssl rand -base64 32` gives 32.
+pub const MIN_KEY_BYTES: usize = 16;
 /// Bounds for `max_body`: a callback needs a few KiB; more than this is a misconfiguration.
 const MIN_BODY: u64 = 1024;
 const MAX_BODY: u64 = 32 * 1024 * 1024;
@@ -205,6 +208,30 @@ pub enum IngressConfigError {
          ingress.body_signature"
     )]
     NoSecrets,
+}
+
+impl IngressConfigError {
+    /// The dotted key the problem is about (`ingress.secrets[1]`; `ingress.secrets` when no
+    /// secret is configured at all), so a caller can say which file set it.
+    pub fn key(&self) -> &str {
+        match self {
+            IngressConfigError::Invalid { key, .. } | IngressConfigError::File { key, .. } => key,
+            IngressConfigError::NoSecrets => "ingress.secrets",
+        }
+    }
+
+    /// What is wrong, without the key (never a secret's value).
+    pub fn reason(&self) -> String {
+        match self {
+            IngressConfigError::Invalid { reason, .. } => reason.clone(),
+            IngressConfigError::File { path, reason, .. } => {
+                format!("cannot read {}: {reason}", path.display())
+            }
+            IngressConfigError::NoSecrets => "no secret configured: set ingress.secrets, \
+                 ingress.secrets_file or ingress.body_signature"
+                .to_owned(),
+        }
+    }
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> IngressConfigError {
@@ -483,6 +510,16 @@ fn parse_whsec(secret: &str, key: &str) -> Result<SigningKey, IngressConfigError
         .map_err(|_| invalid(key, "the part after `whsec_` is not valid base64"))?;
     if bytes.is_empty() {
         return Err(invalid(key, "the key after `whsec_` is empty"));
+    }
+    if bytes.len() < MIN_KEY_BYTES {
+        return Err(invalid(
+            key,
+            format!(
+                "the key after `whsec_` has only {} bytes, too short to sign with: use at least \
+                 {MIN_KEY_BYTES} random bytes, e.g. `echo \"whsec_$(openssl rand -base64 32)\"`",
+                bytes.len()
+            ),
+        ));
     }
     SigningKey::new(&bytes).map_err(|reason| invalid(key, reason))
 }

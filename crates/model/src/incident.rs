@@ -187,17 +187,35 @@ macro_rules! numeric_choice {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum Raw { N(u64), S(String) }
-                let parsed = match Raw::deserialize(d)? {
-                    Raw::N(n) => u8::try_from(n).ok().and_then(Self::from_number),
-                    Raw::S(s) => Self::parse_name(&s),
-                };
-                parsed.ok_or_else(|| serde::de::Error::custom(concat!(
-                    "expected a ", stringify!($name), " (",
-                    $( stringify!($num), "=", $label, " ", )+ ")"
-                )))
+                // A visitor rather than an untagged enum: a wrong value or type is reported
+                // with what was written and what is accepted.
+                struct Choice;
+                const ACCEPTED: &str = concat!(
+                    "use ", $( stringify!($num), " (", $label, ")", ", ", )+ "or the label"
+                );
+                impl serde::de::Visitor<'_> for Choice {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} number or label", stringify!($name).to_lowercase())
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<$name, E> {
+                        u8::try_from(n).ok().and_then($name::from_number).ok_or_else(|| {
+                            E::custom(format!("{n} is not a {}: {ACCEPTED}", stringify!($name).to_lowercase()))
+                        })
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<$name, E> {
+                        u64::try_from(n).map_or_else(
+                            |_| Err(E::custom(format!("{n} is not a {}: {ACCEPTED}", stringify!($name).to_lowercase()))),
+                            |n| self.visit_u64(n),
+                        )
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse_name(s).ok_or_else(|| {
+                            E::custom(format!("{s:?} is not a {}: {ACCEPTED}", stringify!($name).to_lowercase()))
+                        })
+                    }
+                }
+                d.deserialize_any(Choice)
             }
         }
     };

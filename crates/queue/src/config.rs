@@ -80,6 +80,31 @@ impl Default for QueueConfig {
     }
 }
 
+/// A `[queue]` value that cannot be used: the key and why. Never contains the broker password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct QueueConfigError {
+    /// The dotted key, e.g. `queue.partitions`.
+    pub key: String,
+    /// What is wrong and what is accepted.
+    pub reason: String,
+}
+
+impl QueueConfigError {
+    fn new(key: &str, reason: impl Into<String>) -> Self {
+        QueueConfigError {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<QueueConfigError> for QueueError {
+    fn from(e: QueueConfigError) -> Self {
+        QueueError::Config(e.to_string())
+    }
+}
+
 /// The broker URL used when none is configured: a local RabbitMQ with its default user.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -94,6 +119,12 @@ impl QueueConfig {
 
     /// Checks every value; the error names the field and says what is accepted.
     pub fn validate(&self) -> Result<(), QueueError> {
+        self.check().map_err(QueueError::from)
+    }
+
+    /// Like [`QueueConfig::validate`], with the key and the reason apart, so a caller can say
+    /// which file or environment variable set the key.
+    pub fn check(&self) -> Result<(), QueueConfigError> {
         if self.prefix.is_empty()
             || self.prefix.len() > MAX_PREFIX_LEN
             || !self
@@ -101,45 +132,53 @@ impl QueueConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         {
-            return Err(QueueError::Config(format!(
-                "queue.prefix {:?} must be 1 to {MAX_PREFIX_LEN} characters of [A-Za-z0-9_.-]",
-                self.prefix
-            )));
+            return Err(QueueConfigError::new(
+                "queue.prefix",
+                format!(
+                    "{:?} must be 1 to {MAX_PREFIX_LEN} characters of [A-Za-z0-9_.-]",
+                    self.prefix
+                ),
+            ));
         }
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
-            return Err(QueueError::Config(format!(
-                "queue.partitions is {}; it must be between 1 and {MAX_PARTITIONS}",
-                self.partitions
-            )));
+            return Err(QueueConfigError::new(
+                "queue.partitions",
+                format!(
+                    "is {}; it must be between 1 and {MAX_PARTITIONS}",
+                    self.partitions
+                ),
+            ));
         }
-        for (name, value) in [
-            ("publish_timeout", self.publish_timeout),
-            ("connect_timeout", self.connect_timeout),
+        for (key, value) in [
+            ("queue.publish_timeout", self.publish_timeout),
+            ("queue.connect_timeout", self.connect_timeout),
         ] {
             if value.is_zero() {
-                return Err(QueueError::Config(format!(
-                    "queue.{name} must be above zero"
-                )));
+                return Err(QueueConfigError::new(key, "must be above zero"));
             }
         }
         // AMQP negotiates the heartbeat in whole seconds as a u16.
         if self.heartbeat.as_secs() == 0 || self.heartbeat.as_secs() > u64::from(u16::MAX) {
-            return Err(QueueError::Config(
-                "queue.heartbeat must be between 1s and 65535s".to_owned(),
+            return Err(QueueConfigError::new(
+                "queue.heartbeat",
+                "must be between 1s and 65535s",
             ));
         }
         if self.prefetch == 0 {
-            return Err(QueueError::Config(
-                "queue.prefetch must be at least 1 (0 would mean unlimited)".to_owned(),
+            return Err(QueueConfigError::new(
+                "queue.prefetch",
+                "must be at least 1 (0 would mean unlimited)",
             ));
         }
         if !(1..=64).contains(&self.publisher_channels) {
-            return Err(QueueError::Config(
-                "queue.publisher_channels must be between 1 and 64".to_owned(),
+            return Err(QueueConfigError::new(
+                "queue.publisher_channels",
+                "must be between 1 and 64",
             ));
         }
         if self.kind == QueueKind::Amqp {
-            crate::amqp::uri::parse(&self.url, self.heartbeat, self.connect_timeout)?;
+            crate::amqp::uri::parse_url(&self.url, self.heartbeat, self.connect_timeout)
+                .map_err(|reason| QueueConfigError::new("queue.url", reason))?;
         }
         Ok(())
     }

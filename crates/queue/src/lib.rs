@@ -44,7 +44,7 @@ pub use api::{
     DeadLetter, Delivery, DeliveryStream, EventPublisher, EventQueue, QueueDepths, Readiness,
     ReplayReport, ReplaySelector, reasons,
 };
-pub use config::{QueueConfig, QueueKind};
+pub use config::{QueueConfig, QueueConfigError, QueueKind};
 pub use error::{PublishError, QueueError, SettleError};
 pub use memory::MemoryBackend;
 pub use ownership::{

@@ -22,6 +22,8 @@ use crate::hosts::AllowedHosts;
 
 /// Largest runbook secret file read; anything bigger is almost surely the wrong file.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+/// The shortest accepted runbook key, in decoded bytes (128 bits), as for webhook secrets.
+const MIN_RUNBOOK_KEY_BYTES: usize = 16;
 /// Most retry delays accepted; the retry tiers of the queue cap each delay anyway.
 const MAX_RETRY_DELAYS: usize = 20;
 
@@ -253,6 +255,13 @@ impl RunbookKey {
         if key.is_empty() {
             return Err("the key after whsec_ is empty".to_owned());
         }
+        if key.len() < MIN_RUNBOOK_KEY_BYTES {
+            return Err(format!(
+                "the key after whsec_ has only {} bytes, too short to sign with: use at least \
+                 {MIN_RUNBOOK_KEY_BYTES} random bytes, e.g. `echo \"whsec_$(openssl rand -base64 32)\"`",
+                key.len()
+            ));
+        }
         Ok(RunbookKey(Arc::new(SecretSlice::from(key))))
     }
 
@@ -421,10 +430,20 @@ impl WorkerConfig {
 }
 
 fn read_secret_file(path: &Path) -> Result<SecretString, WorkerConfigError> {
+    use std::io::Read as _;
     let key = "worker.runbook_secret_file";
-    let meta = std::fs::metadata(path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_SECRET_FILE_BYTES {
+    let cannot_read =
+        |e: std::io::Error| invalid(key, format!("cannot read {}: {e}", path.display()));
+    // Bounded while reading, not by the file's size beforehand: a device or a pipe reports
+    // size 0 and may never end (`/dev/zero` would fill memory).
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_SECRET_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(cannot_read)?;
+    if read as u64 > MAX_SECRET_FILE_BYTES {
         return Err(invalid(
             key,
             format!(
@@ -433,8 +452,6 @@ fn read_secret_file(path: &Path) -> Result<SecretString, WorkerConfigError> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let trimmed = text
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))

@@ -36,10 +36,8 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
     {
         ingress.echo_users.push(user);
     }
-    let settings = ingress
-        .validate_in(&loaded.base_dir)
-        .map_err(|e| fail(EXIT_CONFIG, e))?;
-    config.queue.validate().map_err(|e| fail(EXIT_CONFIG, e))?;
+    let settings = config::ingress_settings(&loaded, &ingress).map_err(|e| fail(EXIT_CONFIG, e))?;
+    config::check_queue(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let token = admin_token(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
 
     let render = telemetry::install_metrics().map_err(|e| {

@@ -29,7 +29,7 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
     telemetry::init_logging(&loaded.config.telemetry, None);
     let (plans, worker) = config::worker_settings(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let config = &loaded.config;
-    config.queue.validate().map_err(|e| fail(EXIT_CONFIG, e))?;
+    config::check_queue(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let token = admin_token(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let mut ingress = config.ingress.clone();
     if ingress.echo_users.is_empty()
@@ -42,9 +42,7 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
         ingress.echo_users.push(user);
     }
     let ingress_listen = ingress.listen;
-    let ingress = ingress
-        .validate_in(&loaded.base_dir)
-        .map_err(|e| fail(EXIT_CONFIG, e))?;
+    let ingress = config::ingress_settings(&loaded, &ingress).map_err(|e| fail(EXIT_CONFIG, e))?;
     let render_metrics = telemetry::install_metrics().map_err(|e| {
         fail(
             EXIT_FAILURE,

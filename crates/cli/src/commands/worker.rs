@@ -29,7 +29,7 @@ pub async fn run(config_path: &ConfigPath) -> Result<(), Exit> {
     telemetry::init_logging(&loaded.config.telemetry, None);
     let (plans, settings) = config::worker_settings(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let config = &loaded.config;
-    config.queue.validate().map_err(|e| fail(EXIT_CONFIG, e))?;
+    config::check_queue(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let token = admin_token(&loaded).map_err(|e| fail(EXIT_CONFIG, e))?;
     let render = telemetry::install_metrics().map_err(|e| {
         fail(
@@ -135,13 +135,29 @@ pub fn admin_token(
         )),
         (Some(token), None) => Ok(Some(token.clone())),
         (None, Some(path)) => {
+            use std::io::Read as _;
+            /// Largest token file read: bounded while reading, as a device or a pipe may
+            /// never end (`/dev/zero`).
+            const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
             let path = loaded.resolve_path(path);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                loaded.error(
+            let mut text = String::new();
+            let read = std::fs::File::open(&path)
+                .and_then(|f| f.take(MAX_TOKEN_FILE_BYTES + 1).read_to_string(&mut text))
+                .map_err(|e| {
+                    loaded.error(
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+            if read as u64 > MAX_TOKEN_FILE_BYTES {
+                return Err(loaded.error(
                     "admin.token_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
+                    format!(
+                        "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes; is it the right file?",
+                        path.display()
+                    ),
+                ));
+            }
             let token = text.trim_end_matches(['\n', '\r']);
             if token.is_empty() {
                 return Err(

@@ -52,6 +52,8 @@ fn bad_secrets_name_the_key_and_never_the_value() {
         ("whsec_not*base64!!", "not*base64"),
         ("plainsecretvalue", "plainsecretvalue"),
         ("whsec_", ""),
+        // 15 bytes: one short of the minimum.
+        ("whsec_c2hvcnQtYnV0LXZhbGlk", "c2hvcnQtYnV0LXZhbGlk"),
     ];
     for (bad, fragment) in cases {
         let c = IngressConfig {
@@ -67,10 +69,20 @@ fn bad_secrets_name_the_key_and_never_the_value() {
 
 #[test]
 fn no_secret_at_all_is_an_error() {
-    assert_eq!(
-        IngressConfig::default().validate().unwrap_err(),
-        IngressConfigError::NoSecrets
-    );
+    let err = IngressConfig::default().validate().unwrap_err();
+    assert_eq!(err, IngressConfigError::NoSecrets);
+    assert_eq!(err.key(), "ingress.secrets");
+    assert!(err.reason().contains("ingress.secrets_file"), "{err}");
+}
+
+#[test]
+fn keys_of_the_minimum_length_are_accepted() {
+    // 16 bytes: the minimum.
+    let c = IngressConfig {
+        secrets: vec!["whsec_c2l4dGVlbi1ieXRlLWtleQ==".into()],
+        ..IngressConfig::default()
+    };
+    c.validate().unwrap();
 }
 
 #[test]

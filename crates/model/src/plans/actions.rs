@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use super::{Autonomy, expr::Expr};
+use super::{
+    Autonomy,
+    expr::{Expr, Scope},
+};
 use crate::incident::Priority;
 
 /// The action kinds, as spelled in config.
@@ -251,7 +254,10 @@ impl Action {
         };
         let when = match &c.when {
             None => None,
-            Some(src) => Some(Expr::compile(src).map_err(|e| (".when".to_owned(), e.to_string()))?),
+            Some(src) => Some(
+                Expr::compile_in(src, Scope::Action)
+                    .map_err(|e| (".when".to_owned(), e.to_string()))?,
+            ),
         };
         Ok(Action {
             id,

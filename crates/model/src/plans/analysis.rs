@@ -1,5 +1,5 @@
 //! Static checks over a plan set, for `nowpilot plans check`: overlapping plans, plans that can
-//! never match, steps that never run.
+//! never match, steps that never run, `continue = true` with nothing after it.
 //!
 //! The analysis is conservative: a CEL `when` is opaque to it, so two plans that differ only in
 //! their `when` are reported as possibly overlapping, never as disjoint.
@@ -118,6 +118,13 @@ pub fn analyze(set: &PlanSet) -> Vec<Finding> {
             push(
                 Severity::Warning,
                 "has an action condition that reads `findings` but no `investigate` action: findings will be empty".into(),
+            );
+        }
+        if plan.continue_matching && plans[i + 1..].iter().all(|later| !later.enabled) {
+            push(
+                Severity::Warning,
+                "has `continue = true`, but no enabled plan comes after it: nothing else can match"
+                    .into(),
             );
         }
         if plan.intake.is_catch_all() && !plan.builtin {

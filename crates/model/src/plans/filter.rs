@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::expr::{Expr, IncidentVars};
+use super::expr::{Expr, IncidentVars, Scope};
 use crate::incident::{Incident, Priority, State};
 
 /// The `[plans.intake]` table as written in the config.
@@ -121,7 +121,10 @@ impl IntakeFilter {
         };
         let when = match &config.when {
             None => None,
-            Some(src) => Some(Expr::compile(src).map_err(|e| ("when".to_owned(), e.to_string()))?),
+            Some(src) => Some(
+                Expr::compile_in(src, Scope::Intake)
+                    .map_err(|e| ("when".to_owned(), e.to_string()))?,
+            ),
         };
         Ok(IntakeFilter {
             priorities: config.priorities.clone(),

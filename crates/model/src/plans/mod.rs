@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 
 pub use actions::{Action, ActionConfig, ActionKind};
 pub use analysis::{Finding, Severity, analyze};
-pub use expr::{Expr, ExprError, IncidentVars};
+pub use expr::{Expr, ExprError, IncidentVars, Scope};
 pub use filter::{IntakeConfig, IntakeFilter, Mismatch};
-pub use steps::{Step, StepConfig, StepKind};
+pub use steps::{Step, StepConfig, StepKind, StepKindName};
 
 use crate::incident::{Incident, Priority};
 
@@ -192,6 +192,14 @@ impl Plan {
             // Investigating with nothing configured still gathers the related records.
             steps.push(Step::default_related());
         }
+        if investigates {
+            for (i, action) in actions.iter().enumerate() {
+                if let Some(when) = &action.when {
+                    check_findings(when, &steps)
+                        .map_err(|r| err(format!("actions[{i}].when"), r))?;
+                }
+            }
+        }
         Ok(Plan {
             name: config.name.clone(),
             enabled: config.enabled,
@@ -229,6 +237,53 @@ impl Plan {
     pub fn mismatches(&self, incident: &Incident, vars: &IncidentVars) -> Vec<Mismatch> {
         self.intake.mismatches(incident, vars)
     }
+}
+
+/// Checks that every `findings.<kind>.<name>` a condition reads is produced by one of `steps`.
+/// A typo there would make the condition fail on every incident, so it is refused at load.
+fn check_findings(when: &Expr, steps: &[Step]) -> Result<(), String> {
+    for path in when.findings_paths() {
+        let Some(kind) = path.first() else { continue };
+        let produced: Vec<String> = steps.iter().map(Step::findings_path).collect();
+        match (kind.as_str(), path.get(1)) {
+            ("related", _) => {
+                if !produced.iter().any(|p| p == "related") {
+                    return Err(
+                        "`findings.related` is never set: the plan has no `related` step".into(),
+                    );
+                }
+            }
+            ("probe" | "prometheus" | "runbook", Some(name)) => {
+                let wanted = format!("{kind}.{name}");
+                if !produced.contains(&wanted) {
+                    let same_kind: Vec<&str> = produced
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&format!("{kind}.")))
+                        .collect();
+                    return Err(format!(
+                        "`findings.{wanted}` is never set: the plan has no {} step named {name:?}{}",
+                        match kind.as_str() {
+                            "probe" => "http_probe",
+                            other => other,
+                        },
+                        if same_kind.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (it has {})", same_kind.join(", "))
+                        }
+                    ));
+                }
+            }
+            ("probe" | "prometheus" | "runbook", None) => {}
+            (other, _) => {
+                return Err(format!(
+                    "`findings.{other}` does not exist: findings has related, probe.<name>, \
+                     prometheus.<name> and runbook.<name>"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The ordered, validated plans of a deployment.

@@ -58,77 +58,83 @@ impl Comparison {
     }
 }
 
-/// One `[[plans.steps]]` entry as written in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum StepConfig {
+/// The step kinds, as spelled in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKindName {
     /// Related records: the configuration item, change requests on it in the last
     /// `change_window`, other open incidents on it, parent and child incidents, and the latest
     /// `discussion_entries` journal entries.
-    Related {
-        /// Step name (default `related`).
-        #[serde(default)]
-        name: Option<String>,
-        /// How far back to look for changes on the CI (default `24h`).
-        #[serde(default, with = "crate::duration::serde_opt")]
-        change_window: Option<Duration>,
-        /// How many recent journal entries to include (default 5).
-        #[serde(default)]
-        discussion_entries: Option<usize>,
-        /// Step timeout (default `10s`).
-        #[serde(default, with = "crate::duration::serde_opt")]
-        timeout: Option<Duration>,
-    },
+    Related,
     /// An HTTP probe: `ok` when the status matches (and the latency is under `max_latency`).
-    HttpProbe {
-        /// Step name, used as `findings.probe.<name>`.
-        name: String,
-        /// The URL (host must be in `[worker] allowed_hosts`).
-        url: String,
-        /// `GET` (default), `HEAD` or `POST`.
-        #[serde(default)]
-        method: Option<String>,
-        /// The expected status (default 200).
-        #[serde(default)]
-        expect_status: Option<u16>,
-        /// Slower than this counts as not ok.
-        #[serde(default, with = "crate::duration::serde_opt")]
-        max_latency: Option<Duration>,
-        /// Step timeout (default `10s`).
-        #[serde(default, with = "crate::duration::serde_opt")]
-        timeout: Option<Duration>,
-    },
+    HttpProbe,
     /// A Prometheus instant query compared with a threshold: `ok` when `value <op> threshold`.
-    Prometheus {
-        /// Step name, used as `findings.prometheus.<name>`.
-        name: String,
-        /// PromQL returning one sample (the first is used).
-        query: String,
-        /// `>`, `>=`, `<`, `<=`, `==`, `!=`.
-        op: Comparison,
-        /// The threshold.
-        threshold: f64,
-        /// Overrides `[worker] prometheus_url`.
-        #[serde(default)]
-        base_url: Option<String>,
-        /// Step timeout (default `10s`).
-        #[serde(default, with = "crate::duration::serde_opt")]
-        timeout: Option<Duration>,
-    },
+    Prometheus,
     /// A runbook webhook: a signed POST of the incident context to automation (Rundeck, AWX,
     /// a CI pipeline), then an optional verification probe.
-    Runbook {
-        /// Step name, used as `findings.runbook.<name>`.
-        name: String,
-        /// The automation URL (host must be in `[worker] allowed_hosts`).
-        url: String,
-        /// A probe run after the runbook to verify it worked.
-        #[serde(default)]
-        verify: Option<VerifyConfig>,
-        /// Step timeout (default `30s`).
-        #[serde(default, with = "crate::duration::serde_opt")]
-        timeout: Option<Duration>,
-    },
+    Runbook,
+}
+
+impl StepKindName {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKindName::Related => "related",
+            StepKindName::HttpProbe => "http_probe",
+            StepKindName::Prometheus => "prometheus",
+            StepKindName::Runbook => "runbook",
+        }
+    }
+}
+
+/// One `[[plans.steps]]` entry as written in the config. Which keys apply depends on `kind`;
+/// a key that does not apply is an error rather than silently ignored. (One flat table rather
+/// than a tagged enum, so an error names the exact key: `steps[0].timeout`, not `steps[0]`.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// `related`, `http_probe`, `prometheus` or `runbook`.
+    pub kind: StepKindName,
+    /// Step name: `findings.probe.<name>`, `findings.prometheus.<name>`,
+    /// `findings.runbook.<name>` (required for those kinds; `related` by default).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Step timeout (default `10s`; `30s` for a runbook).
+    #[serde(default, with = "crate::duration::serde_opt")]
+    pub timeout: Option<Duration>,
+    /// related: how far back to look for changes on the CI (default `24h`).
+    #[serde(default, with = "crate::duration::serde_opt")]
+    pub change_window: Option<Duration>,
+    /// related: how many recent journal entries to include (default 5).
+    #[serde(default)]
+    pub discussion_entries: Option<usize>,
+    /// http_probe, runbook: the URL (host must be in `[worker] allowed_hosts`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http_probe: `GET` (default), `HEAD` or `POST`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// http_probe: the expected status (default 200).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// http_probe: slower than this counts as not ok.
+    #[serde(default, with = "crate::duration::serde_opt")]
+    pub max_latency: Option<Duration>,
+    /// prometheus: PromQL returning one sample (the first is used).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// prometheus: `>`, `>=`, `<`, `<=`, `==`, `!=`.
+    #[serde(default)]
+    pub op: Option<Comparison>,
+    /// prometheus: the threshold.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// prometheus: overrides `[worker] prometheus_url`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// runbook: a probe run after the runbook to verify it worked.
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
 }
 
 /// A runbook's verification probe.
@@ -212,8 +218,47 @@ impl Step {
 
     /// Validates a config entry; errors are `(".key", reason)`.
     pub fn from_config(c: &StepConfig) -> Result<Step, (String, String)> {
-        let ten = Duration::from_secs(10);
-        let name_ok = |name: &str| -> Result<String, (String, String)> {
+        use StepKindName as K;
+        let kind_name = c.kind.as_str();
+        let allowed: &[&str] = match c.kind {
+            K::Related => &["change_window", "discussion_entries"],
+            K::HttpProbe => &["url", "method", "expect_status", "max_latency"],
+            K::Prometheus => &["query", "op", "threshold", "base_url"],
+            K::Runbook => &["url", "verify"],
+        };
+        let present = [
+            ("change_window", c.change_window.is_some()),
+            ("discussion_entries", c.discussion_entries.is_some()),
+            ("url", c.url.is_some()),
+            ("method", c.method.is_some()),
+            ("expect_status", c.expect_status.is_some()),
+            ("max_latency", c.max_latency.is_some()),
+            ("query", c.query.is_some()),
+            ("op", c.op.is_some()),
+            ("threshold", c.threshold.is_some()),
+            ("base_url", c.base_url.is_some()),
+            ("verify", c.verify.is_some()),
+        ];
+        for (key, set) in present {
+            if set && !allowed.contains(&key) {
+                return Err((
+                    format!(".{key}"),
+                    format!("does not apply to a `{kind_name}` step"),
+                ));
+            }
+        }
+        let needs = |key: &str| {
+            (
+                format!(".{key}"),
+                format!("a `{kind_name}` step needs `{key}`"),
+            )
+        };
+        let name_ok = |name: Option<&str>| -> Result<String, (String, String)> {
+            let name = match (name, c.kind) {
+                (Some(name), _) => name,
+                (None, K::Related) => "related",
+                (None, _) => return Err(needs("name")),
+            };
             if super::valid_name(name) && !name.contains('.') {
                 Ok(name.to_owned())
             } else {
@@ -224,90 +269,73 @@ impl Step {
                 ))
             }
         };
-        let step = match c {
-            StepConfig::Related {
+        let name = name_ok(c.name.as_deref())?;
+        let ten = Duration::from_secs(10);
+        let step = match c.kind {
+            K::Related => Step {
                 name,
-                change_window,
-                discussion_entries,
-                timeout,
-            } => Step {
-                name: name_ok(name.as_deref().unwrap_or("related"))?,
                 kind: StepKind::Related {
-                    change_window: change_window.unwrap_or(Duration::from_secs(24 * 3600)),
-                    discussion_entries: discussion_entries.unwrap_or(5).min(100),
+                    change_window: c.change_window.unwrap_or(Duration::from_secs(24 * 3600)),
+                    discussion_entries: c.discussion_entries.unwrap_or(5).min(100),
                 },
-                timeout: timeout.unwrap_or(ten),
+                timeout: c.timeout.unwrap_or(ten),
             },
-            StepConfig::HttpProbe {
-                name,
-                url,
-                method,
-                expect_status,
-                max_latency,
-                timeout,
-            } => {
+            K::HttpProbe => {
+                let url = c.url.as_ref().ok_or_else(|| needs("url"))?;
                 check_url(url, ".url")?;
-                let method = method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+                let method = c.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
                 if !matches!(method.as_str(), "GET" | "HEAD" | "POST") {
                     return Err((".method".into(), "must be GET, HEAD or POST".into()));
                 }
                 Step {
-                    name: name_ok(name)?,
+                    name,
                     kind: StepKind::HttpProbe {
                         url: url.clone(),
                         method,
-                        expect_status: status(*expect_status, ".expect_status")?,
-                        max_latency: *max_latency,
+                        expect_status: status(c.expect_status, ".expect_status")?,
+                        max_latency: c.max_latency,
                     },
-                    timeout: timeout.unwrap_or(ten),
+                    timeout: c.timeout.unwrap_or(ten),
                 }
             }
-            StepConfig::Prometheus {
-                name,
-                query,
-                op,
-                threshold,
-                base_url,
-                timeout,
-            } => {
+            K::Prometheus => {
+                let query = c.query.as_ref().ok_or_else(|| needs("query"))?;
+                let op = c.op.ok_or_else(|| needs("op"))?;
+                let threshold = c.threshold.ok_or_else(|| needs("threshold"))?;
                 if query.trim().is_empty() {
                     return Err((".query".into(), "must not be empty".into()));
                 }
                 if !threshold.is_finite() {
                     return Err((".threshold".into(), "must be a finite number".into()));
                 }
-                if let Some(u) = base_url {
+                if let Some(u) = &c.base_url {
                     check_url(u, ".base_url")?;
                 }
                 Step {
-                    name: name_ok(name)?,
+                    name,
                     kind: StepKind::Prometheus {
                         query: query.clone(),
-                        op: *op,
-                        threshold: *threshold,
-                        base_url: base_url.clone(),
+                        op,
+                        threshold,
+                        base_url: c.base_url.clone(),
                     },
-                    timeout: timeout.unwrap_or(ten),
+                    timeout: c.timeout.unwrap_or(ten),
                 }
             }
-            StepConfig::Runbook {
-                name,
-                url,
-                verify,
-                timeout,
-            } => {
+            K::Runbook => {
+                let url = c.url.as_ref().ok_or_else(|| needs("url"))?;
                 check_url(url, ".url")?;
-                if let Some(v) = verify {
+                if let Some(v) = &c.verify {
                     check_url(&v.url, ".verify.url")?;
                     status(v.expect_status, ".verify.expect_status")?;
                 }
                 Step {
-                    name: name_ok(name)?,
+                    name,
                     kind: StepKind::Runbook {
                         url: url.clone(),
-                        verify: verify.clone(),
+                        verify: c.verify.clone(),
                     },
-                    timeout: timeout.unwrap_or(Duration::from_secs(30)),
+                    timeout: c.timeout.unwrap_or(Duration::from_secs(30)),
                 }
             }
         };

@@ -236,3 +236,124 @@ fn investigate_without_steps_gets_the_related_step() {
         plans(serde_json::json!([{"name": "p", "actions": [{"kind": "investigate"}]}])).unwrap();
     assert_eq!(set.plans()[0].steps[0].name, "related");
 }
+
+#[test]
+fn conditions_that_fail_on_every_incident_are_refused_at_load() {
+    let intake = |when: &str| {
+        plans(
+            serde_json::json!([{"name": "p", "intake": {"when": when}, "actions": [{"kind": "acknowledge"}]}]),
+        )
+    };
+    // (condition, a fragment of the reason)
+    for (when, reason) in [
+        ("priorty <= 2", "unknown variable `priorty`"),
+        ("findings.related.ok", "only in an action"),
+        (
+            "lowerAscii(title) == \"x\"",
+            "unknown function `lowerAscii`",
+        ),
+        ("title.charAt(0) == \"x\"", "unknown function `charAt`"),
+        // Found by the `plans` fuzz target: a name starting with `_` is not an operator.
+        ("title._ontains(\"x\")", "unknown function `_ontains`"),
+        ("priority + 1", "produces a sum"),
+        ("\"high\"", "produces a string"),
+        ("size(title)", "produces a number"),
+        ("[priority]", "produces a list"),
+        ("[1].map(x, x + 1)", "produces a list"),
+        ("priority > 2 ? 1 : 2", "produces a number"),
+    ] {
+        let err = intake(when).unwrap_err();
+        assert_eq!(err.key, "intake.when", "{when}: {err}");
+        assert!(err.reason.contains(reason), "{when}: {err}");
+    }
+    // Everything documented still loads: macros with their own variables, member functions,
+    // type names, conditionals, fields of any name.
+    for when in [
+        "priority <= 2 && incident.category == \"software\"",
+        "title.contains(\"latency\") || title.startsWith(\"x\") || title.matches(\"^a\")",
+        "[1, 2].exists(p, p == priority) && [3].all(x, x > 0)",
+        "has(incident.u_custom) && size(incident.u_custom) > 0",
+        "type(priority) == int",
+        "priority > 2 ? state == \"new\" : true",
+        "int(incident.reassignment_count) > 2",
+        "display.assignment_group in [\"Platform SRE\"]",
+    ] {
+        intake(when).unwrap_or_else(|e| panic!("{when}: {e}"));
+    }
+}
+
+#[test]
+fn action_conditions_read_only_findings_the_steps_produce() {
+    let plan = |when: &str| {
+        plans(serde_json::json!([{
+            "name": "p",
+            "steps": [
+                {"kind": "related"},
+                {"kind": "http_probe", "name": "checkout", "url": "https://status.example.com/"},
+            ],
+            "actions": [{"kind": "investigate"}, {"kind": "acknowledge", "when": when}],
+        }]))
+    };
+    for when in [
+        "findings.probe.checkout.ok",
+        "size(findings.related.changes) == 0 && has(findings.probe.checkout)",
+        "findings.probe.exists(name, name == \"checkout\")",
+    ] {
+        plan(when).unwrap_or_else(|e| panic!("{when}: {e}"));
+    }
+    for (when, reason) in [
+        (
+            "findings.probe.chekout.ok",
+            "no http_probe step named \"chekout\" (it has checkout)",
+        ),
+        (
+            "findings.runbook.restart.ok",
+            "no runbook step named \"restart\"",
+        ),
+        (
+            "findings.probes.checkout.ok",
+            "`findings.probes` does not exist",
+        ),
+        ("finding.probe.checkout.ok", "unknown variable `finding`"),
+    ] {
+        let err = plan(when).unwrap_err();
+        assert_eq!(err.key, "actions[1].when", "{when}: {err}");
+        assert!(err.reason.contains(reason), "{when}: {err}");
+    }
+    // Without a related step, findings.related is never set.
+    let err = plans(serde_json::json!([{
+        "name": "p",
+        "steps": [{"kind": "http_probe", "name": "checkout", "url": "https://status.example.com/"}],
+        "actions": [{"kind": "investigate"}, {"kind": "acknowledge", "when": "findings.related.ok"}],
+    }]))
+    .unwrap_err();
+    assert!(err.reason.contains("no `related` step"), "{err}");
+}
+
+#[test]
+fn continue_on_the_last_enabled_plan_is_a_warning() {
+    let set = plans(serde_json::json!([
+        {"name": "a", "continue": true, "intake": {"priorities": [1]}, "actions": [{"kind": "acknowledge"}]},
+        {"name": "b", "enabled": false, "actions": [{"kind": "acknowledge"}]},
+    ]))
+    .unwrap();
+    let findings = analyze(&set);
+    assert!(
+        findings.iter().any(|f| f.plan == "a"
+            && f.severity == Severity::Warning
+            && f.message.contains("no enabled plan comes after it")),
+        "{findings:?}"
+    );
+    // With the Quickstart plan after it, `continue` has something to fall through to.
+    let configs: Vec<PlanConfig> = serde_json::from_value(serde_json::json!([
+        {"name": "a", "continue": true, "intake": {"priorities": [1]}, "actions": [{"kind": "acknowledge"}]},
+    ]))
+    .unwrap();
+    let findings = analyze(&PlanSet::new(&configs, true).unwrap());
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.message.contains("comes after it")),
+        "{findings:?}"
+    );
+}

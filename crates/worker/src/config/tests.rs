@@ -102,6 +102,11 @@ fn keys_are_named_in_errors() {
             "runbook_secret = \"not-a-secret-value\"",
             "worker.runbook_secret",
         ),
+        // 15 bytes after whsec_: too short.
+        (
+            "runbook_secret = \"whsec_c2hvcnQtYnV0LXZhbGlk\"",
+            "worker.runbook_secret",
+        ),
     ];
     for (text, key) in cases {
         let e = error(&worker(text), &empty);
