@@ -28,6 +28,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod http_relay;
 pub(crate) mod process;
 pub(crate) mod table;
 pub(crate) mod token_proxy;

@@ -10,16 +10,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::body::Bytes;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use tokio_util::sync::CancellationToken;
 
+use crate::faults_support::http_relay::{HttpRelay, Tap};
+
 const TOKEN_PATH: &str = "/oauth_token.do";
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Credentials seen on the wire.
 #[derive(Debug, Clone, Default)]
@@ -35,72 +36,15 @@ pub(crate) struct Captured {
     pub(crate) form_secrets: BTreeSet<String>,
 }
 
-struct WireState {
-    upstream: String,
-    client: reqwest::Client,
+/// Records what passes through the relay.
+#[derive(Default)]
+struct WireTap {
     captured: Mutex<Captured>,
 }
 
-/// An HTTP proxy that forwards everything to `upstream` and records the credentials.
-pub(crate) struct WireRecorder {
-    /// `127.0.0.1:<port>`.
-    pub(crate) addr: SocketAddr,
-    state: Arc<WireState>,
-    shutdown: CancellationToken,
-}
-
-impl WireRecorder {
-    /// Starts a recorder forwarding to `upstream` (`http://host:port`).
-    pub(crate) async fn start(upstream: &str) -> WireRecorder {
-        let state = Arc::new(WireState {
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("HTTP client"),
-            captured: Mutex::new(Captured::default()),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the wire recorder");
-        let addr = listener.local_addr().expect("address");
-        let shutdown = CancellationToken::new();
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(state.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
-        WireRecorder {
-            addr,
-            state,
-            shutdown,
-        }
-    }
-
-    /// What it has seen so far.
-    pub(crate) fn captured(&self) -> Captured {
-        self.state.captured.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for WireRecorder {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn forward(State(state): State<Arc<WireState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let token_call = parts.uri.path() == TOKEN_PATH;
-    {
-        let mut captured = state.captured.lock().expect("lock");
+impl Tap for WireTap {
+    fn request(&self, parts: &Parts, body: &Bytes) -> Option<Response> {
+        let mut captured = self.captured.lock().expect("lock");
         if let Some(value) = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -111,8 +55,8 @@ async fn forward(State(state): State<Arc<WireState>>, request: Request) -> Respo
                 captured.authorizations.insert(credential.trim().to_owned());
             }
         }
-        if token_call {
-            for (name, value) in url::form_urlencoded::parse(&bytes) {
+        if parts.uri.path() == TOKEN_PATH {
+            for (name, value) in url::form_urlencoded::parse(body) {
                 match name.as_ref() {
                     "client_secret" | "password" => {
                         captured.form_secrets.insert(value.into_owned());
@@ -124,64 +68,47 @@ async fn forward(State(state): State<Arc<WireState>>, request: Request) -> Respo
                 }
             }
         }
+        None
     }
-    let target = format!(
-        "{}{}",
-        state.upstream,
-        parts.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut outbound = state.client.request(parts.method, target);
-    for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
-            outbound = outbound.header(name.clone(), value.clone());
-        }
-    }
-    let Ok(answer) = outbound.body(bytes).send().await else {
-        return StatusCode::BAD_GATEWAY.into_response();
-    };
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let Ok(body) = answer.bytes().await else {
-        return StatusCode::BAD_GATEWAY.into_response();
-    };
-    if token_call && status.is_success() {
-        record_grant(&state, &body);
-    }
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    for (name, value) in &headers {
-        if !hop_by_hop(name) {
-            response.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    response
-}
 
-fn record_grant(state: &WireState, body: &Bytes) {
-    let Ok(grant) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return;
-    };
-    let mut captured = state.captured.lock().expect("lock");
-    if let Some(token) = grant["access_token"].as_str() {
-        captured.access_tokens.insert(token.to_owned());
-    }
-    if let Some(token) = grant["refresh_token"].as_str() {
-        captured.refresh_tokens.insert(token.to_owned());
+    fn response(&self, parts: &Parts, status: StatusCode, body: &Bytes) {
+        if parts.uri.path() != TOKEN_PATH || !status.is_success() {
+            return;
+        }
+        let Ok(grant) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let mut captured = self.captured.lock().expect("lock");
+        if let Some(token) = grant["access_token"].as_str() {
+            captured.access_tokens.insert(token.to_owned());
+        }
+        if let Some(token) = grant["refresh_token"].as_str() {
+            captured.refresh_tokens.insert(token.to_owned());
+        }
     }
 }
 
-/// Headers that belong to one connection, or that the server sets again for the new body.
-fn hop_by_hop(name: &header::HeaderName) -> bool {
-    [
-        header::HOST,
-        header::CONNECTION,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::TRAILER,
-    ]
-    .contains(name)
+/// An HTTP proxy that forwards everything to `upstream` and records the credentials.
+pub(crate) struct WireRecorder {
+    /// `127.0.0.1:<port>`.
+    pub(crate) addr: SocketAddr,
+    relay: HttpRelay<WireTap>,
+}
+
+impl WireRecorder {
+    /// Starts a recorder forwarding to `upstream` (`http://host:port`).
+    pub(crate) async fn start(upstream: &str) -> WireRecorder {
+        let relay = HttpRelay::start(upstream, WireTap::default()).await;
+        WireRecorder {
+            addr: relay.addr,
+            relay,
+        }
+    }
+
+    /// What it has seen so far.
+    pub(crate) fn captured(&self) -> Captured {
+        self.relay.tap().captured.lock().expect("lock").clone()
+    }
 }
 
 /// A runbook endpoint: answers 202 to calls signed with `key` (Standard Webhooks), 401 to
