@@ -316,19 +316,7 @@ struct IngressRun {
 }
 
 async fn ingress_phase(args: &Args, prefix: &str, bodies: &Bodies) -> anyhow::Result<IngressRun> {
-    let binary = match &args.nowpilot {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("nowpilot"))
-            .context("no directory for the nowpilot binary")?,
-    };
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release --bin nowpilot)",
-            binary.display()
-        );
-    }
+    let binary = crate::binary::nowpilot(args.nowpilot.as_deref())?;
     let key: [u8; 32] = rand::random();
     let secret = format!(
         "whsec_{}",

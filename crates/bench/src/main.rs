@@ -5,6 +5,7 @@
 // A benchmark's job is to print; failing loudly on a broken setup is right here.
 #![allow(clippy::print_stdout, unreachable_pub)]
 
+mod binary;
 mod ingress;
 mod scaling;
 mod soak;

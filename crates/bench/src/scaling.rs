@@ -12,7 +12,7 @@
 //! request log (one clock, no scraping delay). Nothing here asserts a number.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--partitions must be at least the largest worker count: more workers than partitions idle"
         );
     }
-    let binary = nowpilot_binary()?;
+    let binary = crate::binary::nowpilot(None)?;
     println!(
         "nowpilot scaling benchmark: {} incidents per run, simulator latency {} ms, C = {} per worker, P = {}, {} cores, load {}",
         args.incidents,
@@ -349,21 +349,6 @@ async fn wait_balanced(procs: &mut [WorkerProcess], partitions: u16) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn nowpilot_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .context("the benchmark has no directory")?
-        .join("nowpilot");
-    if !binary.is_file() {
-        bail!(
-            "{} is missing: build it next to the benchmark (cargo build --release -p nowpilot-cli -p nowpilot-bench)",
-            binary.display()
-        );
-    }
-    Ok(binary)
 }
 
 fn load_average() -> String {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingress::{broker_pid, cpu_seconds};
@@ -134,19 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.fraction > 0.0 && args.fraction <= 1.5) {
         bail!("--fraction must be in (0, 1.5]");
     }
-    let binary = match &args.nowpilot {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("nowpilot"))
-            .context("no directory for the nowpilot binary")?,
-    };
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release --bin nowpilot --bin nowpilot-bench)",
-            binary.display()
-        );
-    }
+    let binary = crate::binary::nowpilot(args.nowpilot.as_deref())?;
     let options = StackOptions {
         binary,
         amqp_url: args.amqp_url.clone(),

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use nowpilot_admin::ConnectionManager;
 use nowpilot_model::{
     EventEnvelope, EventSource,
@@ -119,19 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.incidents == 0 {
         bail!("--incidents must be at least 1");
     }
-    let binary = match &args.nowpilot {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("nowpilot"))
-            .context("no directory for the nowpilot binary")?,
-    };
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release --bin nowpilot)",
-            binary.display()
-        );
-    }
+    let binary = crate::binary::nowpilot(args.nowpilot.as_deref())?;
     println!(
         "nowpilot worker benchmark: concurrency C = {}, {} incidents (+{} warm-up) per latency, plan {:?}, {} partitions × prefetch {}",
         args.concurrency, args.incidents, args.warmup, args.plan, args.partitions, args.prefetch

@@ -10,7 +10,6 @@ use nowpilot_model::partition::partition_of;
 use nowpilot_queue::QueueConfig;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const ADMIN: (&str, &str) = ("admin", "admin");
@@ -73,22 +72,7 @@ impl SimProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {} sim", binary.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the simulator")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("snowsim listening on ") {
-                    return Ok(url.trim().to_owned());
-                }
-            }
-            bail!("the simulator exited before listening")
-        })
-        .await
-        .context("the simulator did not start listening within 30 s")??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = crate::binary::sim_listening(&mut child).await?;
         Ok(SimProcess {
             _child: child,
             base,

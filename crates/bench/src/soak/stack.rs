@@ -12,7 +12,6 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use nowpilot_queue::{AmqpBackend, EventQueue, QueueConfig, QueueDepths};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -346,24 +345,7 @@ async fn start_sim(
         .env("RUST_LOG", &options.log_level)
         .stdout(Stdio::piped());
     let mut sim = Proc::spawn("sim", command, dir.join("sim.log"))?;
-    let stdout = sim
-        .child
-        .stdout
-        .take()
-        .context("no stdout from the simulator")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let base = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line.strip_prefix("snowsim listening on ") {
-                return Ok(url.trim().to_owned());
-            }
-        }
-        bail!("the simulator exited before listening")
-    })
-    .await
-    .context("the simulator did not start listening within 30 s")??;
-    // Keep reading so a chatty simulator never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let base = crate::binary::sim_listening(&mut sim.child).await?;
     Ok((sim, base))
 }
 

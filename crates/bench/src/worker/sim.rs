@@ -5,10 +5,7 @@ use std::{collections::BTreeMap, path::Path, process::Stdio, sync::Arc, time::Du
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::{Child, Command};
 
 /// The person who opens the incidents (a different user than the worker's, as in real life).
 const CREATOR: (&str, &str) = ("admin", "admin");
@@ -60,23 +57,7 @@ impl SimProcess {
             .spawn()
             .with_context(|| format!("cannot start {} sim", binary.display()))?;
         let pid = child.id().context("the simulator exited at once")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("no stdout from the simulator")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("snowsim listening on ") {
-                    return Ok(url.trim().to_owned());
-                }
-            }
-            bail!("the simulator exited before listening")
-        })
-        .await
-        .context("the simulator did not start listening within 30 s")??;
-        // Keep reading so a chatty simulator never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = crate::binary::sim_listening(&mut child).await?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
             .build()?;
