@@ -351,3 +351,34 @@ pub(crate) fn has_marker(note: &str, plan: &str, action: &str) -> bool {
         l.starts_with("[nowpilot") && l.contains(&format!("plan={plan} action={action}"))
     })
 }
+
+/// The runbook signing secret of the step tests (`[worker] runbook_secret`).
+pub(crate) const RUNBOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Whether `headers` carry a fresh (±300 s) Standard Webhooks signature of `body` by
+/// [`RUNBOOK_SECRET`], as a runbook endpoint would check it.
+pub(crate) fn runbook_signed(headers: &axum::http::HeaderMap, body: &[u8]) -> bool {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(ts), Some(sig)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let age = Utc::now().timestamp() - ts.parse::<i64>().unwrap_or(0);
+    if age.abs() > 300 {
+        return false;
+    }
+    let key = b64
+        .decode(RUNBOOK_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let tag = sig.strip_prefix("v1,").and_then(|t| b64.decode(t).ok());
+    tag.is_some_and(|tag| mac.verify_slice(&tag).is_ok())
+}

@@ -19,19 +19,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use nowpilot_worker::{Outcome, WorkerConfig};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::common::*;
 
-const RUNBOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The allowed host. Linux routes all of 127.0.0.0/8 to the loopback interface.
 const ALLOWED_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
@@ -90,7 +85,7 @@ async fn answer(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
     let body = axum::body::to_bytes(request.into_body(), 1024 * 1024)
         .await
         .unwrap_or_default();
-    let signed = verify_signature(&headers, &body);
+    let signed = runbook_signed(&headers, &body);
     seen.lock().unwrap().push(Seen {
         method,
         target: target.clone(),
@@ -106,26 +101,6 @@ async fn answer(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         return StatusCode::ACCEPTED.into_response();
     }
     "ok".into_response()
-}
-
-fn verify_signature(headers: &HeaderMap, body: &Bytes) -> bool {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(id), Some(ts), Some(sig)) = (
-        header("webhook-id"),
-        header("webhook-timestamp"),
-        header("webhook-signature"),
-    ) else {
-        return false;
-    };
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = b64
-        .decode(RUNBOOK_SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    let tag = sig.strip_prefix("v1,").and_then(|t| b64.decode(t).ok());
-    tag.is_some_and(|tag| mac.verify_slice(&tag).is_ok())
 }
 
 /// Text naming every address an attacker might want nowpilot to call.

@@ -11,17 +11,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use nowpilot_worker::hosts::AllowedHosts;
 use nowpilot_worker::steps::outbound::{Outbound, OutboundError};
 use nowpilot_worker::{Outcome, WorkerConfig};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::common::*;
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Clone, Default)]
 struct Seen {
@@ -46,37 +41,6 @@ impl Server {
     fn hooks(&self) -> Vec<Value> {
         self.seen.hooks.lock().unwrap().clone()
     }
-}
-
-fn verify_signature(headers: &HeaderMap, body: &[u8]) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let (Some(id), Some(ts), Some(sig)) = (
-        headers.get("webhook-id").and_then(|v| v.to_str().ok()),
-        headers
-            .get("webhook-timestamp")
-            .and_then(|v| v.to_str().ok()),
-        headers
-            .get("webhook-signature")
-            .and_then(|v| v.to_str().ok()),
-    ) else {
-        return false;
-    };
-    let age = chrono::Utc::now().timestamp() - ts.parse::<i64>().unwrap_or(0);
-    if age.abs() > 300 {
-        return false;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    let Some(tag) = sig.strip_prefix("v1,") else {
-        return false;
-    };
-    let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(tag) else {
-        return false;
-    };
-    mac.verify_slice(&tag).is_ok()
 }
 
 async fn start_server() -> Server {
@@ -112,7 +76,7 @@ async fn start_server() -> Server {
         .route(
             "/hook",
             post(|State(seen): State<Seen>, headers: HeaderMap, body: Bytes| async move {
-                if !verify_signature(&headers, &body) {
+                if !runbook_signed(&headers, &body) {
                     return StatusCode::UNAUTHORIZED.into_response();
                 }
                 let value: Value = serde_json::from_slice(&body).unwrap();
@@ -137,7 +101,7 @@ fn worker_config(server: &Server) -> WorkerConfig {
     WorkerConfig {
         allowed_hosts: vec!["127.0.0.1".into()],
         prometheus_url: Some(server.url("")),
-        runbook_secret: Some(SECRET.into()),
+        runbook_secret: Some(RUNBOOK_SECRET.into()),
         ..WorkerConfig::default()
     }
 }
